@@ -23,7 +23,7 @@ lint: venv
 
 # Regenerates the committed control-service code from collector/proto.
 proto: venv
-	$(PY) -m collector._proto.generate
+	$(PY) -m collector.proto.generate
 
 clean:
 	rm -rf $(VENV) dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Shared pytest setup: the repository root is importable (see pyproject's pythonpath)."""
