@@ -1,0 +1,30 @@
+"""The committed FlushControl code is exactly what control.proto generates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2
+
+from collector.proto import control_pb2
+from collector.proto.generate import ROOT, generate
+
+GENERATED = ("control_pb2.py", "control_pb2.pyi", "control_pb2_grpc.py")
+
+
+def test_committed_generated_code_matches_the_proto(tmp_path: Path) -> None:
+    generate(tmp_path)
+
+    for name in GENERATED:
+        fresh = (tmp_path / "collector" / "proto" / name).read_text()
+        committed = (ROOT / "collector" / "proto" / name).read_text()
+        assert fresh == committed, f"{name} is stale: run `make proto`"
+
+
+def test_drain_request_keeps_room_for_later_options() -> None:
+    file = descriptor_pb2.FileDescriptorProto.FromString(control_pb2.DESCRIPTOR.serialized_pb)
+    drain = next(m for m in file.message_type if m.name == "DrainRequest")
+
+    assert file.package == "afterflush.control.v1"
+    assert [f.name for f in drain.field] == ["request_id", "reason", "spill_remaining"]
+    assert [(r.start, r.end) for r in drain.reserved_range] == [(4, 16)]
