@@ -65,10 +65,12 @@ _AT_PATH = re.compile(r" at Export\w+ServiceRequest\.(\S+?)\.*$")
 
 
 def _tidy(message: str) -> str:
-    """"a.b.c: reason" from json_format's "Failed to parse a field: Failed to parse b
-    field: ... reason at ExportTraceServiceRequest.a[0].b[1].c...."."""
+    """Shortens json_format's "Failed to parse a field: Failed to parse b field: ... reason
+    at ExportTraceServiceRequest.a[0].b[1].c...." to "a[0].b[1].c: reason"."""
     fields = _NESTED.findall(message)
     reason = _NESTED.sub("", message)
+    if reason.startswith("Message too deep"):
+        return f"messages nested more than {MAX_DEPTH} deep"
     at = _AT_PATH.search(reason)
     if at:
         return f"{at.group(1)}: {reason[: at.start()]}"
@@ -162,7 +164,7 @@ def _id_base64(value: Any, length: int, key: str) -> str:
     # fromhex skips whitespace, so the length check also refuses "ab cd".
     if len(raw) != length or len(value) != 2 * length:
         raise _IdError(
-            f'must be {2 * length} hex digits, got "{value[:2 * length + 8]}"', f".{key}"
+            f'must be {2 * length} hex digits, got "{value[: 2 * length + 8]}"', f".{key}"
         )
     return base64.b64encode(raw).decode("ascii")
 

@@ -111,7 +111,9 @@ class HTTPServer:
                     f"{request.path} is not an OTLP path; use {', '.join(self._paths)}",
                 )
             if request.method != "POST":
-                raise Rejected(Problem.METHOD_NOT_ALLOWED, f"{request.method} is not allowed; use POST")
+                raise Rejected(
+                    Problem.METHOD_NOT_ALLOWED, f"{request.method} is not allowed; use POST"
+                )
             self._intake.check_pipeline(signal)
             if encoding is None:
                 raise Rejected(
@@ -196,16 +198,12 @@ def _inflate(body: bytes, wbits: int, coding: str, limit: int) -> bytes:
 
 def _deflate_wbits(body: bytes) -> int:
     # "deflate" should be zlib-wrapped (RFC 9110), but some clients send a raw stream.
-    zlib_wrapped = (
-        len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0
-    )
+    zlib_wrapped = len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0
     return zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS
 
 
 def _too_large(what: str, limit: int) -> Rejected:
-    return Rejected(
-        Problem.TOO_LARGE, f"{what} is over max_request_body_size ({limit} bytes)"
-    )
+    return Rejected(Problem.TOO_LARGE, f"{what} is over max_request_body_size ({limit} bytes)")
 
 
 def _error_response(rejection: Rejected, encoding: Encoding) -> web.Response:
