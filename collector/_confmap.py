@@ -610,7 +610,9 @@ class _Decoder:
             return node.value
         if isinstance(node, ScalarNode) and node.expanded and node.text in allowed:
             return node.text
-        return self._mismatch(node, path, f"one of: {', '.join(allowed)}", secret)
+        shown = ", ".join(choice if choice else '""' for choice in allowed)
+        got = "" if secret else f"; got {_describe(node, secret)}"
+        return self._error(path, node.line, f"must be one of: {shown}{got}")
 
     def _sequence(self, node: Node, tp: Any, origin: Any, path: str, secret: bool) -> Any:
         args = typing.get_args(tp)
