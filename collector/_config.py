@@ -177,7 +177,8 @@ class _LogsTelemetry:
     initial_fields: object = field(default=None, metadata={"ignored": "the log format is fixed"})
 
     def validate(self) -> list[tuple[str, str]]:
-        if self.level.lower() not in LOG_LEVELS:
+        # Empty means info, as in the Go collector (so an unset ${env:LOG_LEVEL} is fine).
+        if self.level and self.level.lower() not in LOG_LEVELS:
             return [("level", f'must be one of: {", ".join(LOG_LEVELS)}; got "{self.level}"')]
         return []
 
@@ -263,7 +264,7 @@ class _Builder:
         pipelines = self._place_flushcontrol(drafts, processors)
         self._report.raise_if_problems()
         self._warn_unused(components, pipelines)
-        level = telemetry.logs.level.lower() if telemetry is not None else "info"
+        level = (telemetry.logs.level.lower() if telemetry is not None else "") or "info"
         return CollectorConfig(
             source=self._report.source,
             receivers=receivers,
@@ -419,7 +420,10 @@ class _Builder:
                     continue
                 seen.add(component_id)
                 if component_id not in defined:
-                    if not self._define_holding(component_id, defined) and not (
+                    holding = kind is Kind.PROCESSOR and self._define_holding(
+                        component_id, defined
+                    )
+                    if not holding and not (
                         self._reported_at(join_path(kind.value, component_id))
                     ):
                         self._report.error(

@@ -373,6 +373,13 @@ def test_a_pipeline_type_other_than_traces_metrics_logs_is_an_error() -> None:
     ]
 
 
+def test_a_holding_processor_name_in_another_list_is_not_defined_implicitly() -> None:
+    assert problems_of(MINIMAL.replace("[otlp]", "[otlp, flushcontrol]")) == [
+        'service::pipelines::traces::receivers (config.yaml:8): references receiver '
+        '"flushcontrol" which is not configured'
+    ]
+
+
 def test_a_component_listed_twice_in_a_pipeline_is_an_error() -> None:
     assert problems_of(MINIMAL.replace("[debug]", "[debug, debug]")) == [
         'service::pipelines::traces::exporters (config.yaml:9): references exporter "debug" '
@@ -584,7 +591,7 @@ def test_harmless_extensions_are_ignored_with_one_warning_and_others_are_errors(
 @pytest.mark.parametrize(
     ("written", "level"),
     [("debug", "debug"), ("INFO", "info"), ("Warn", "warn"), ("warning", "warn"),
-     ("error", "error")],
+     ("error", "error"), ("${env:UNSET_LEVEL}", "info")],
 )
 def test_log_level_is_read_case_insensitively(written: str, level: str) -> None:
     text = MINIMAL + f"  telemetry:\n    logs:\n      level: {written}\n"
