@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
-import gzip
 import json
 import socket
 import struct
 import time
 import weakref
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -236,7 +234,9 @@ class Backend:
         index = self._store.next_request_index()
         received = time.time()
         transport = request.transport
+        # aiohttp has already undone a gzip or deflate Content-Encoding.
         raw = await request.read()
+        sent_bytes = request.content_length if request.content_length is not None else len(raw)
         content_type = request.headers.get("Content-Type", "")
         encoding = request.headers.get("Content-Encoding", "")
         json_body = content_type.split(";", 1)[0].strip() == "application/json"
@@ -246,7 +246,7 @@ class Backend:
                    items: int = 0) -> None:
             self._record(
                 RequestRecord(index, signal.value, "http", received, headers, content_type,
-                              encoding, len(raw), items, outcome),
+                              encoding, sent_bytes, items, outcome),
                 accepted or [],
                 rejected,
             )
@@ -258,7 +258,7 @@ class Backend:
             _abort(transport, reset=False)
             return _unsendable()
         try:
-            message = _decode_http(signal, raw, encoding, json_body)
+            message = _decode_http(signal, raw, json_body)
         except ValueError as exc:
             record("invalid")
             return self._http_error(400, str(exc), None, False, json_body)
@@ -437,15 +437,7 @@ def _abort(transport: Any, *, reset: bool) -> None:
     transport.abort()
 
 
-def _decode_http(signal: Signal, raw: bytes, encoding: str, json_body: bool) -> Any:
-    body = raw
-    if encoding == "gzip":
-        try:
-            body = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ValueError(f"invalid gzip body: {exc}") from exc
-    elif encoding not in ("", "identity"):
-        raise ValueError(f"unsupported Content-Encoding {encoding}")
+def _decode_http(signal: Signal, body: bytes, json_body: bool) -> Any:
     if json_body:
         return _otlpjson.decode(signal, body)
     try:

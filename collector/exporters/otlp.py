@@ -76,6 +76,10 @@ class OTLPConfig:
                 )
         if self.timeout <= timedelta(0):
             problems.append(("timeout", "must be > 0"))
+        if self.tls.insecure_skip_verify:
+            problems.append(
+                ("tls::insecure_skip_verify", "is not supported by the gRPC exporter; set ca_file")
+            )
         for name, value in self.headers.items():
             if not name or name != name.strip() or any(c in name for c in "\r\n:"):
                 problems.append((f"headers::{name}", "is not a valid metadata key"))
@@ -95,10 +99,6 @@ def all_problems(config: OTLPConfig) -> list[tuple[str, str]]:
     """The config's problems and its nested sections', with key paths from the exporter."""
     problems = config.validate()
     problems += [(f"tls::{k}", m) for k, m in config.tls.validate()]
-    if config.tls.insecure_skip_verify:
-        problems.append(
-            ("tls::insecure_skip_verify", "is not supported by the gRPC exporter; set ca_file")
-        )
     problems += [(f"retry_on_failure::{k}", m) for k, m in config.retry_on_failure.validate()]
     return problems
 
@@ -219,7 +219,7 @@ class OTLPExporter:
         name: str = code.name
         details = " ".join(str(exc.details() or "").split())
         retry_delay = _retry_delay(exc.trailing_metadata())
-        if name == "DEADLINE_EXCEEDED" and not details:
+        if name == "DEADLINE_EXCEEDED" and details in ("", "Deadline Exceeded"):
             details = f"no answer within {timeout:.3g}s"
         text = f"{where}: grpc {name}" + (f": {details}" if details else "")
         if name == "UNAVAILABLE" and self._connected_once and retry_delay is None:
