@@ -226,7 +226,6 @@ def parse_config(
 class _PipelineDraft:
     id: str
     signal: Signal
-    line: int
     lists: dict[str, list[tuple[str, int]]]  # "receivers" -> [(id, line)]
 
 
@@ -346,16 +345,14 @@ class _Builder:
         if node is None or is_null(node):
             return
         for extension_id, line in _id_list(self._report, node, "service::extensions"):
-            if extension_id not in defined and not self._report_had_extension(extension_id):
+            # An unsupported extension was already reported where it is defined; say it once.
+            if extension_id not in defined and not self._reported_at(
+                join_path("extensions", extension_id)
+            ):
                 self._report.error(
                     "service::extensions", line,
                     f'references extension "{extension_id}" which is not configured',
                 )
-
-    def _report_had_extension(self, extension_id: str) -> bool:
-        # An unsupported extension was already reported where it is defined; say it once.
-        wanted = join_path("extensions", extension_id)
-        return any(p.path == wanted for p in self._report.problems)
 
     # -- pipelines --------------------------------------------------------------------------
 
@@ -398,7 +395,7 @@ class _Builder:
             for key in ("receivers", "exporters"):
                 if not lists[key]:
                     self._report.error(path, node.line, f"must have at least one {key[:-1]}")
-            drafts.append(_PipelineDraft(pipeline_id, signal, node.line, lists))
+            drafts.append(_PipelineDraft(pipeline_id, signal, lists))
         return drafts
 
     def _check_references(
@@ -442,7 +439,8 @@ class _Builder:
                     )
 
     def _reported_at(self, path: str) -> bool:
-        # A component that failed to decode is configured; its own problems say what is wrong.
+        """Whether a problem was reported at `path` or under it: a component that failed to
+        decode is configured, and its own problems say what is wrong."""
         return any(p.path == path or p.path.startswith(path + "::")
                    for p in self._report.problems)
 
