@@ -32,6 +32,8 @@ class OTLPReceiver:
         self.config = config
         self._intake = Intake(context.id, context.consumers)
         self.rejected: dict[str, int] = self._intake.rejected
+        # Seconds requests in flight get at shutdown.
+        self.shutdown_grace = SHUTDOWN_GRACE_SECONDS
         self._servers: dict[str, _Server] = {}
         self._endpoints: dict[str, str] = {}
         self._state = "new"
@@ -72,13 +74,13 @@ class OTLPReceiver:
         self._endpoints[name] = endpoint
 
     async def shutdown(self) -> None:
-        """Stops accepting; requests in flight get SHUTDOWN_GRACE_SECONDS. Idempotent."""
+        """Stops accepting; requests in flight get `shutdown_grace` seconds. Idempotent."""
         self._state = "stopped"
         servers, self._servers = self._servers, {}
         if servers:
             async with asyncio.TaskGroup() as group:
                 for server in servers.values():
-                    group.create_task(server.stop(SHUTDOWN_GRACE_SECONDS))
+                    group.create_task(server.stop(self.shutdown_grace))
 
 
 class _OTLPReceiverFactory:

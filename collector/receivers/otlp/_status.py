@@ -88,7 +88,10 @@ def status_json(problem: Problem, message: str, retry_after: float | None = None
     status: dict[str, object] = {"code": problem.grpc_code_value, "message": message}
     if retry_after is not None:
         whole, nanos = _split_seconds(retry_after)
-        delay = f"{whole}.{nanos:09d}s" if nanos else f"{whole}s"
+        # The JSON form of a Duration has 0, 3, 6 or 9 fractional digits.
+        digits = next(n for n in (0, 3, 6, 9) if nanos % 10 ** (9 - n) == 0)
+        fraction = f".{nanos // 10 ** (9 - digits):0{digits}d}" if digits else ""
+        delay = f"{whole}{fraction}s"
         status["details"] = [{"@type": _RETRY_INFO_TYPE_URL, "retryDelay": delay}]
     return json.dumps(status, separators=(",", ":")).encode()
 
