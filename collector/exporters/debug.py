@@ -77,6 +77,10 @@ class DebugExporter:
     def id(self) -> str:
         return self._id
 
+    @property
+    def verbosity(self) -> Verbosity:
+        return self._verbosity
+
     async def start(self) -> None:
         return None
 
