@@ -40,6 +40,7 @@ from tests.fixtures.receiver import (
     sdk_logs,
     sdk_metrics,
     sdk_spans,
+    wait_for,
 )
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -665,3 +666,54 @@ async def test_http_bad_request_between_good_ones_does_not_affect_them(
     assert [s.name for s in received_spans(consumer.payloads)] == ["first", "GET /cart", "db"]
     assert consumer.payloads[0].data == _one_span("first")
     assert receiver.rejected == {"bad_data": 1}
+
+
+async def test_http_sender_leaving_mid_body_is_counted_and_nothing_arrives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer = RecordingConsumer()
+    async with running_receiver({Signal.TRACES: consumer}, loopback_config(grpc=False)) as receiver:
+        host, _, port = receiver.endpoints["http"].rpartition(":")
+        # Given a sender that promises 1000 bytes, sends 10 and hangs up
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/traces HTTP/1.1\r\nHost: collector\r\n"
+            b"Content-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\n0123456789"
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+        # Then the receiver counts it, without an error in the log
+        await wait_for(lambda: receiver.rejected == {"disconnected": 1})
+
+    assert consumer.calls == 0
+    assert [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
+
+
+async def test_http_answers_expect_100_continue_before_the_body_is_sent() -> None:
+    consumer = RecordingConsumer()
+    body = _one_span("after continue")
+    async with running_receiver({Signal.TRACES: consumer}, loopback_config(grpc=False)) as receiver:
+        host, _, port = receiver.endpoints["http"].rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            # Given a sender (like curl) that asks before sending its body
+            writer.write(
+                b"POST /v1/traces HTTP/1.1\r\nHost: collector\r\nExpect: 100-continue\r\n"
+                b"Content-Type: application/x-protobuf\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            )
+            await writer.drain()
+            # Then it is told to go on, and its body is taken
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            writer.write(body)
+            await writer.drain()
+            final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert final.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert [p.data for p in consumer.payloads] == [body]

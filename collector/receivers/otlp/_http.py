@@ -9,6 +9,7 @@ import zlib
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from collector import _otlpjson
 from collector._signals import Signal
@@ -146,6 +147,13 @@ class HTTPServer:
                 Problem.UNSUPPORTED_MEDIA_TYPE,
                 f'Content-Encoding "{coding}" is not supported; use gzip, deflate or none',
             )
+        if (
+            request.version >= (1, 1)
+            and request.headers.get("Expect", "").lower() == "100-continue"
+        ):
+            # curl asks before sending a body over 1 KiB, and waits a second for an answer.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
         chunks: list[bytes] = []
         size = 0
         try:
@@ -159,6 +167,11 @@ class HTTPServer:
             raise Rejected(
                 Problem.TIMEOUT, f"the body did not arrive within {_READ_TIMEOUT_SECONDS:g} s"
             ) from None
+        except HttpProcessingError as exc:
+            raise Rejected(Problem.BAD_DATA, f"the body is malformed: {exc.message}") from None
+        except ConnectionError:
+            # The sender went away mid-body; nobody is left to answer, only to count.
+            raise Rejected(Problem.DISCONNECTED, "the connection closed mid-body") from None
         body = b"".join(chunks)
         if coding in ("gzip", "x-gzip"):
             return _inflate(body, 16 + zlib.MAX_WBITS, "gzip", limit)

@@ -23,6 +23,7 @@ class Problem(enum.Enum):
     NOT_FOUND = ("not_found", 404, "NOT_FOUND")
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, "UNIMPLEMENTED")
     TIMEOUT = ("timeout", 408, "DEADLINE_EXCEEDED")
+    DISCONNECTED = ("disconnected", 400, "CANCELLED")
     BACKPRESSURE = ("backpressure", 429, "RESOURCE_EXHAUSTED")
     EXPORT_FAILED = ("export_failed", 503, "UNAVAILABLE")
     EXPORT_REFUSED = ("export_refused", 400, "INVALID_ARGUMENT")
@@ -39,6 +40,7 @@ class Problem(enum.Enum):
 
 
 _GRPC_CODE_VALUES = {
+    "CANCELLED": 1,
     "INVALID_ARGUMENT": 3,
     "DEADLINE_EXCEEDED": 4,
     "NOT_FOUND": 5,
