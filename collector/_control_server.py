@@ -41,13 +41,23 @@ def drain_reply(outcome: DrainOutcome) -> Any:
     )
 
 
+# The reply must reach the caller before its deadline: keep back a little of it.
+REPLY_MARGIN_S = 0.05
+
+
+def _usable(remaining: float | None) -> float | None:
+    if remaining is None:
+        return None
+    return max(0.0, remaining - min(REPLY_MARGIN_S, remaining * 0.1))
+
+
 class _Servicer(control_pb2_grpc.FlushControlServicer):
     def __init__(self, host: Any) -> None:
         self.host = host
 
     async def Drain(self, request: Any, context: Any) -> Any:
         outcome = await self.host.drain(
-            timeout=context.time_remaining(),
+            timeout=_usable(context.time_remaining()),
             reason=request.reason or "manual",
             request_id=request.request_id,
             spill_remaining=request.spill_remaining,

@@ -266,9 +266,11 @@ class HoldBuffer:
         self._entries = kept
 
     def spill(self, write: Callable[[Payload], None], tally: SignalTally) -> None:
-        """Hands every held request to `write` (the last resort at shutdown) and forgets it."""
+        """Hands every held request to `write`, coalesced as a drain would send them (the
+        last resort at shutdown), and forgets them."""
+        for batch in self._batches(list(self._entries)):
+            write(Payload.join([e.payload for e in batch]))
         for entry in self._entries:
-            write(entry.payload)
             tally.spilled += entry.payload.items
             self.budget.used -= entry.payload.size
         self._entries.clear()
