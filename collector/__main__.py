@@ -5,6 +5,10 @@ run: the collector until SIGTERM/SIGINT; validate: check a config; ctl: call the
 
 from __future__ import annotations
 
+import time
+
+STARTED = time.monotonic()
+
 import argparse
 import asyncio
 import json
@@ -116,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await run(Service(config, default_registry()), stop)
+        await run(Service(config, default_registry(), started_at=STARTED), stop)
 
     try:
         asyncio.run(main())

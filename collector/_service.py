@@ -54,13 +54,14 @@ class Service:
         *,
         env: Mapping[str, str] | None = None,
         spill_stream: TextIO | None = None,
+        started_at: float | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
         self.env = os.environ if env is None else env
         self.spill_stream = spill_stream if spill_stream is not None else sys.stdout
         self.ready = False
-        self.started_at = time.monotonic()
+        self.started_at = time.monotonic() if started_at is None else started_at
         self.accepted = dict.fromkeys(Signal, 0)
         self.exporters: dict[str, Exporter] = {}
         self.receivers: dict[str, Any] = {}
@@ -93,7 +94,14 @@ class Service:
             await self.shutdown(drain=False)
             raise
         self.ready = True
-        log.info("ready: %s", self.config.summary())
+        endpoints = "; ".join(
+            f"{rid} {', '.join(f'{k} {v}' for k, v in getattr(r, 'endpoints', {}).items())}"
+            for rid, r in self.receivers.items()
+        )
+        log.info(
+            "ready in %.0f ms: %s; %s",
+            (time.monotonic() - self.started_at) * 1e3, endpoints, self.config.summary(),
+        )
 
     def _build(self) -> None:
         exporter_factories = self.registry[Kind.EXPORTER]
