@@ -24,12 +24,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--grpc-port", type=int, default=0, help="0 = a free port")
     parser.add_argument("--http-port", type=int, default=0, help="0 = a free port")
-    parser.add_argument("--latency-ms", type=float, default=0.0,
-                        help="wait this long before answering each export")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="wait this long before answering each export"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault RNG")
     parser.add_argument("--ready-file", type=Path, help="write the endpoints here when ready")
     parser.add_argument(
-        "--fault", action="append", default=[], metavar="JSON",
+        "--fault",
+        action="append",
+        default=[],
+        metavar="JSON",
         help='a fault to start with, e.g. \'{"signal": "traces", "status": 503, "times": 2}\'',
     )
     return parser.parse_args(argv)
@@ -48,8 +52,13 @@ def initial_faults(texts: list[str]) -> list[tuple[FaultSpec, Signal | None]]:
 
 async def serve(args: argparse.Namespace) -> None:
     faults = initial_faults(args.fault)
-    backend = Backend(host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
-                      latency_ms=args.latency_ms, seed=args.seed)
+    backend = Backend(
+        host=args.host,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        latency_ms=args.latency_ms,
+        seed=args.seed,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

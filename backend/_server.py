@@ -149,6 +149,7 @@ class Backend:
         sockets = getattr(site._server, "sockets", None) or []
         self._http_port = sockets[0].getsockname()[1]
         self._runner = runner
+        self._notify()
 
     async def _close_listeners(self) -> None:
         self._listeners_closed.set()
@@ -158,6 +159,7 @@ class Backend:
             await server.stop(0)
         if runner is not None:
             await runner.cleanup()
+        self._notify()
 
     # -- where and what ----------------------------------------------------------------
 
@@ -208,7 +210,8 @@ class Backend:
     # -- waiting (for tests) -----------------------------------------------------------
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Returns once predicate() holds, checked after every request; raises TimeoutError."""
+        """Returns once predicate() holds, checked after every request and every change of
+        `up`; raises TimeoutError."""
         async with asyncio.timeout(timeout):
             while not predicate():
                 await self._changed.wait()
@@ -234,6 +237,8 @@ class Backend:
         index = self._store.next_request_index()
         received = time.time()
         transport = request.transport
+        address = transport.get_extra_info("peername") if transport is not None else None
+        peer = _host_port(str(address[0]), int(address[1])) if address else ""
         # aiohttp has already undone a gzip or deflate Content-Encoding.
         raw = await request.read()
         sent_bytes = request.content_length if request.content_length is not None else len(raw)
@@ -242,11 +247,23 @@ class Backend:
         json_body = content_type.split(";", 1)[0].strip() == "application/json"
         headers = {k.lower(): v for k, v in request.headers.items()}
 
-        def record(outcome: str, accepted: list[Item] | None = None, rejected: int = 0,
-                   items: int = 0) -> None:
+        def record(
+            outcome: str, accepted: list[Item] | None = None, rejected: int = 0, items: int = 0
+        ) -> None:
             self._record(
-                RequestRecord(index, signal.value, "http", received, headers, content_type,
-                              encoding, sent_bytes, items, outcome),
+                RequestRecord(
+                    index,
+                    signal.value,
+                    "http",
+                    peer,
+                    received,
+                    headers,
+                    content_type,
+                    encoding,
+                    sent_bytes,
+                    items,
+                    outcome,
+                ),
                 accepted or [],
                 rejected,
             )
@@ -277,22 +294,32 @@ class Backend:
         if spec is not None and spec.status:
             record(f"http {spec.status}", items=len(all_items))
             return self._http_error(
-                spec.status, spec.message or f"fault {spec.status}", spec.retry_after,
-                spec.retry_after_as_date, json_body,
+                spec.status,
+                spec.message or f"fault {spec.status}",
+                spec.retry_after,
+                spec.retry_after_as_date,
+                json_body,
             )
         rejected = min(spec.reject, len(all_items)) if spec is not None else 0
-        record("partial" if rejected else "accepted", all_items[rejected:], rejected,
-               items=len(all_items))
+        record(
+            "partial" if rejected else "accepted",
+            all_items[rejected:],
+            rejected,
+            items=len(all_items),
+        )
         response = _response(signal, rejected)
         if transport is not None:
             self._answered.add(transport)
         if json_body:
             body = json.dumps(json_format.MessageToDict(response)).encode()
             return web.Response(body=body, content_type="application/json")
-        return web.Response(body=response.SerializeToString(), content_type="application/x-protobuf")
+        return web.Response(
+            body=response.SerializeToString(), content_type="application/x-protobuf"
+        )
 
-    def _http_error(self, status: int, message: str, retry_after: float | None, as_date: bool,
-                    json_body: bool) -> web.Response:
+    def _http_error(
+        self, status: int, message: str, retry_after: float | None, as_date: bool, json_body: bool
+    ) -> web.Response:
         headers: dict[str, str] = {}
         if retry_after is not None:
             if as_date:
@@ -302,10 +329,15 @@ class Backend:
         code = _GRPC_NUMBER.get(_code_name(status), 2)
         if json_body:
             body = json.dumps({"code": code, "message": message}).encode()
-            return web.Response(status=status, body=body, headers=headers,
-                                content_type="application/json")
-        return web.Response(status=status, body=encode_status(code, message), headers=headers,
-                            content_type="application/x-protobuf")
+            return web.Response(
+                status=status, body=body, headers=headers, content_type="application/json"
+            )
+        return web.Response(
+            status=status,
+            body=encode_status(code, message),
+            headers=headers,
+            content_type="application/x-protobuf",
+        )
 
     async def _http_stats(self, request: web.Request) -> web.Response:
         return web.json_response({name: s.to_json() for name, s in self.stats().items()})
@@ -337,7 +369,9 @@ class Backend:
             task = asyncio.create_task(self.go_down(float(document["down_ms"]) / 1000))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return web.json_response({"faults": {k: _spec_json(v) for k, v in self._faults.specs().items()}})
+        return web.json_response(
+            {"faults": {k: _spec_json(v) for k, v in self._faults.specs().items()}}
+        )
 
     def _apply_control(self, document: dict[str, Any]) -> None:
         known = {"clear", "latency_ms", "seed", "down_ms", "signal", "fault"}
@@ -372,16 +406,29 @@ class Backend:
     async def _grpc_export(self, signal: Signal, raw: bytes, context: Any) -> bytes:
         index = self._store.next_request_index()
         received = time.time()
+        # "ipv4:127.0.0.1:53412" -> "127.0.0.1:53412", as for HTTP.
+        peer = str(context.peer() or "").split(":", 1)[-1]
         headers = {
             k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)
         }
 
-        def record(outcome: str, accepted: list[Item] | None = None, rejected: int = 0,
-                   items: int = 0) -> None:
+        def record(
+            outcome: str, accepted: list[Item] | None = None, rejected: int = 0, items: int = 0
+        ) -> None:
             self._record(
-                RequestRecord(index, signal.value, "grpc", received, headers,
-                              headers.get("content-type", "application/grpc"),
-                              headers.get("grpc-encoding", ""), len(raw), items, outcome),
+                RequestRecord(
+                    index,
+                    signal.value,
+                    "grpc",
+                    peer,
+                    received,
+                    headers,
+                    headers.get("content-type", "application/grpc"),
+                    headers.get("grpc-encoding", ""),
+                    len(raw),
+                    items,
+                    outcome,
+                ),
                 accepted or [],
                 rejected,
             )
@@ -414,8 +461,12 @@ class Backend:
                 grpc.StatusCode[name], spec.message or f"fault {name}", trailing_metadata=trailing
             )
         rejected = min(spec.reject, len(all_items)) if spec is not None else 0
-        record("partial" if rejected else "accepted", all_items[rejected:], rejected,
-               items=len(all_items))
+        record(
+            "partial" if rejected else "accepted",
+            all_items[rejected:],
+            rejected,
+            items=len(all_items),
+        )
         data: bytes = _response(signal, rejected).SerializeToString()
         return data
 

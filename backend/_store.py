@@ -38,6 +38,8 @@ class RequestRecord:
     index: int
     signal: str
     protocol: str  # "grpc" or "http"
+    # The client's address and port: one connection, one peer.
+    peer: str
     received: float
     # Header names in lower case; values as sent.
     headers: dict[str, str]
@@ -128,8 +130,16 @@ def items_of(signal: Signal, request: Any, received: float, index: int) -> list[
                 for span in ss.spans:
                     trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
                     out.append(
-                        Item(signal.value, f"{trace_id}:{span_id}", span.name, trace_id,
-                             span_id, attributes(span.attributes), received, index)
+                        Item(
+                            signal.value,
+                            f"{trace_id}:{span_id}",
+                            span.name,
+                            trace_id,
+                            span_id,
+                            attributes(span.attributes),
+                            received,
+                            index,
+                        )
                     )
     elif signal is Signal.LOGS:
         for rl in request.resource_logs:
@@ -137,10 +147,16 @@ def items_of(signal: Signal, request: Any, received: float, index: int) -> list[
                 for record in sl.log_records:
                     body = any_value(record.body)
                     out.append(
-                        Item(signal.value, _digest(record.SerializeToString(deterministic=True)),
-                             body if isinstance(body, str) else repr(body),
-                             record.trace_id.hex(), record.span_id.hex(),
-                             attributes(record.attributes), received, index)
+                        Item(
+                            signal.value,
+                            _digest(record.SerializeToString(deterministic=True)),
+                            body if isinstance(body, str) else repr(body),
+                            record.trace_id.hex(),
+                            record.span_id.hex(),
+                            attributes(record.attributes),
+                            received,
+                            index,
+                        )
                     )
     else:
         for rm in request.resource_metrics:
@@ -150,12 +166,22 @@ def items_of(signal: Signal, request: Any, received: float, index: int) -> list[
                     if kind is None:
                         continue
                     for point in getattr(metric, kind).data_points:
-                        content = metric.name.encode() + b"\0" + point.SerializeToString(
-                            deterministic=True
+                        content = (
+                            metric.name.encode()
+                            + b"\0"
+                            + point.SerializeToString(deterministic=True)
                         )
                         out.append(
-                            Item(signal.value, _digest(content), metric.name, "", "",
-                                 attributes(point.attributes), received, index)
+                            Item(
+                                signal.value,
+                                _digest(content),
+                                metric.name,
+                                "",
+                                "",
+                                attributes(point.attributes),
+                                received,
+                                index,
+                            )
                         )
     return out
 

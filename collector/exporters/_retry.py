@@ -192,6 +192,8 @@ class Retrier:
             except ExportError as exc:
                 last_error = str(exc)
                 delay_hint = exc.retry_after
+            if self.closed:
+                return _retryable(last_error, "exporter shut down", attempts)
             if not self._config.enabled:
                 return _retryable(last_error, "retry_on_failure disabled", attempts)
             delay = delay_hint if delay_hint is not None else backoff.next_delay()

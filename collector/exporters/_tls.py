@@ -57,7 +57,9 @@ def read_pem_files(tls: TLSConfig, key_path: str) -> PemFiles:
         try:
             contents[key] = Path(path).read_bytes()
         except OSError as exc:
-            problems.append(ConfigProblem(f"{key_path}::tls::{key}", f"cannot read {path}: {exc.strerror}"))
+            problems.append(
+                ConfigProblem(f"{key_path}::tls::{key}", f"cannot read {path}: {exc.strerror}")
+            )
     if problems:
         raise ConfigError(problems)
     return PemFiles(contents["ca_file"], contents["cert_file"], contents["key_file"])
@@ -71,7 +73,9 @@ def ssl_context(tls: TLSConfig, key_path: str) -> ssl.SSLContext:
         if tls.cert_file:
             context.load_cert_chain(tls.cert_file, tls.key_file)
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError([ConfigProblem(f"{key_path}::tls", f"invalid certificate files: {exc}")]) from exc
+        raise ConfigError(
+            [ConfigProblem(f"{key_path}::tls", f"invalid certificate files: {exc}")]
+        ) from exc
     if tls.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

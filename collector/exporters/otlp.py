@@ -4,6 +4,7 @@ each payload's bytes as they are and retrying inside the drain's deadline.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import random
 from dataclasses import dataclass, field
@@ -197,7 +198,14 @@ class OTLPExporter:
         except grpc.aio.AioRpcError as exc:
             return self._failed(exc, where, timeout)
         except grpc.aio.UsageError as exc:  # the channel was closed by shutdown()
-            raise ExportError(f"{where}: {exc}") from exc
+            raise ExportError(f"{where}: exporter shut down") from exc
+        except asyncio.CancelledError:
+            # Closing the channel cancels its calls; only a cancellation of this task itself
+            # must travel on.
+            task = asyncio.current_task()
+            if not self._closed or (task is not None and task.cancelling()):
+                raise
+            raise ExportError(f"{where}: exporter shut down") from None
         self._connected_once = True
         response = signal.response_type()
         try:

@@ -169,8 +169,9 @@ class OTLPHTTPExporter:
             ssl = ssl_context(self._config.tls, f"exporters::{self._id}")
         self._aiohttp = aiohttp
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ssl if ssl is not None else True,
-                                           keepalive_timeout=KEEPALIVE_SECONDS),
+            connector=aiohttp.TCPConnector(
+                ssl=ssl if ssl is not None else True, keepalive_timeout=KEEPALIVE_SECONDS
+            ),
             headers={"User-Agent": USER_AGENT},
         )
 

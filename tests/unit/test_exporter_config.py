@@ -129,8 +129,7 @@ retry_on_failure:
         # key_file is absent: the error points at its section
         "exporters::x::tls::key_file (config.yaml:2): must be set together with cert_file",
         "exporters::x::retry_on_failure::multiplier (config.yaml:5): must be >= 1",
-        "exporters::x::retry_on_failure::max_interval (config.yaml:6): must be >= "
-        "initial_interval",
+        "exporters::x::retry_on_failure::max_interval (config.yaml:6): must be >= initial_interval",
     ]
 
 
@@ -174,7 +173,9 @@ max_idle_conns: 10
 def test_otlphttp_defaults_are_the_collectors_gzip_proto_and_30s() -> None:
     config = OTLPHTTPConfig()
     assert (config.compression, config.encoding, config.timeout) == (
-        "gzip", "proto", timedelta(seconds=30)
+        "gzip",
+        "proto",
+        timedelta(seconds=30),
     )
 
 
@@ -274,4 +275,6 @@ def test_created_exporter_carries_the_component_id() -> None:
 def test_create_refuses_an_invalid_config_with_full_key_paths() -> None:
     with pytest.raises(ConfigError) as caught:
         otlp.FACTORY.create(OTLPConfig(), BuildContext("otlp/a", {}))
-    assert str(caught.value) == "exporters::otlp/a::endpoint: must be set, e.g. api.honeycomb.io:443"
+    assert (
+        str(caught.value) == "exporters::otlp/a::endpoint: must be set, e.g. api.honeycomb.io:443"
+    )

@@ -56,7 +56,9 @@ async def test_detailed_writes_the_otlp_json_of_the_request() -> None:
     assert summary == "debug: 1 spans (traces)"
     span = json.loads(document)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
     assert (span["name"], span["traceId"], span["spanId"]) == (
-        "work-0", "0af7651916cd43dd8448eb211c80319c", "0000000000000001"
+        "work-0",
+        "0af7651916cd43dd8448eb211c80319c",
+        "0000000000000001",
     )
 
 

@@ -62,7 +62,9 @@ def test_empty_or_unreadable_success_body_is_full_success(body: bytes) -> None:
 
 def test_status_with_retry_info_reads_what_googleapis_protos_write() -> None:
     # Given a google.rpc.Status with a RetryInfo detail, built by the official classes
-    retry_info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=2, nanos=500_000_000))
+    retry_info = error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=2, nanos=500_000_000)
+    )
     status = status_pb2.Status(code=8, message="slow down")
     status.details.add().Pack(retry_info)
     # When it is decoded by hand, then code, message and delay come out
@@ -86,7 +88,10 @@ def test_status_without_retry_info_has_no_delay() -> None:
     assert decode_status(b"") == RpcStatus()
 
 
-@pytest.mark.parametrize("data", [b"\x0a\x05ab", b"\x08", b"\x0f\x01", b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"])
+@pytest.mark.parametrize(
+    "data",
+    [b"\x0a\x05ab", b"\x08", b"\x0f\x01", b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"],
+)
 def test_malformed_status_raises_value_error(data: bytes) -> None:
     with pytest.raises(ValueError):
         decode_status(data)

@@ -108,7 +108,12 @@ def test_other_http_errors_are_permanent(status: int) -> None:
 def test_retryable_codes_are_the_ones_the_otlp_spec_names() -> None:
     assert RETRYABLE_HTTP_STATUS == {429, 502, 503, 504}
     assert RETRYABLE_GRPC_CODES == {
-        "CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"
+        "CANCELLED",
+        "DEADLINE_EXCEEDED",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNAVAILABLE",
+        "DATA_LOSS",
     }
 
 
@@ -123,7 +128,8 @@ def test_grpc_resource_exhausted_is_retryable_only_with_retry_info() -> None:
 
 
 @pytest.mark.parametrize(
-    "code", ["INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED", "INTERNAL"]
+    "code",
+    ["INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED", "INTERNAL"],
 )
 def test_other_grpc_codes_are_permanent_even_with_retry_info(code: str) -> None:
     assert not is_retryable_grpc(code, 1.0)
@@ -267,7 +273,9 @@ async def test_close_interrupts_a_backoff_wait_and_the_export_returns_retryable(
         attempted.set()
         raise ExportError("http 503")
 
-    retrier = Retrier(exact(initial_interval=timedelta(seconds=30), max_interval=timedelta(seconds=30)))
+    retrier = Retrier(
+        exact(initial_interval=timedelta(seconds=30), max_interval=timedelta(seconds=30))
+    )
     deadline = asyncio.get_running_loop().time() + 120
     export = asyncio.create_task(retrier.run(failing, deadline))
     async with asyncio.timeout(10):
