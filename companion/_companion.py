@@ -1,0 +1,263 @@
+"""The extension's life: register, start the collector and the Telemetry listener, then per
+INVOKE drain before asking for the next event, and at SHUTDOWN drain, stop and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import importlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from companion._lambda_api import (
+    ExtensionsApi,
+    InvokeEvent,
+    LambdaApiError,
+    ShutdownEvent,
+    Subscription,
+)
+from companion._log import Logger
+from companion._report import DrainReporter, describe_reply
+from companion._settings import STRICT_INIT_ENV, Settings
+from companion._supervisor import CollectorSupervisor, StartOutcome, describe_exit
+from companion._telemetry import RuntimeDoneTracker, TelemetryListener
+
+EVENTS = ("INVOKE", "SHUTDOWN")
+REGISTER_TIMEOUT = 5.0
+SUBSCRIBE_TIMEOUT = 2.0
+REPORT_ERROR_TIMEOUT = 1.0
+# A drain with less time than this cannot finish; the data waits for the next one.
+MIN_DRAIN_BUDGET = 0.01
+# The gRPC deadline ends the drain; this slack only catches a collector that ignores it.
+DRAIN_SLACK = 0.02
+# Part of what is left at SHUTDOWN kept for stopping the collector, at most STOP_RESERVE.
+STOP_RESERVE = 0.3
+NEXT_RETRIES = 10
+NEXT_RETRY_DELAY = 0.05
+CONFIG_INVALID_ERROR = "Extension.ConfigInvalid"
+UNRECOVERABLE_ERROR = "Extension.Unrecoverable"
+# Imported on a worker thread while the collector starts: the first control call needs them.
+PREWARM_MODULES = ("grpc", "collector.proto.control_pb2", "collector.proto.control_pb2_grpc")
+
+
+class Mode(enum.Enum):
+    # Drain after the invocation's platform.runtimeDone, before the next event/next.
+    RUNTIME_DONE = "after runtimeDone"
+    # No Telemetry API events: drain at the start of each INVOKE and at SHUTDOWN.
+    NEXT_INVOKE = "at the start of each INVOKE and at SHUTDOWN"
+
+
+class Companion:
+    """One extension process's worth of state; `run()` returns the exit status."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        name: str,
+        api: ExtensionsApi,
+        supervisor: CollectorSupervisor,
+        listener: TelemetryListener,
+        tracker: RuntimeDoneTracker,
+        log: Logger,
+        reporter: DrainReporter | None = None,
+        wall: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        started: float | None = None,
+        prewarm: tuple[str, ...] = PREWARM_MODULES,
+    ) -> None:
+        self._settings = settings
+        self._name = name
+        self._api = api
+        self._supervisor = supervisor
+        self._listener = listener
+        self._tracker = tracker
+        self._log = log
+        self._reporter = reporter or DrainReporter(log, clock=clock)
+        self._wall = wall
+        self._clock = clock
+        self._started = clock() if started is None else started
+        self._prewarm_modules = prewarm
+        self.mode = Mode.NEXT_INVOKE
+        self.invocations = 0
+
+    async def run(self) -> int:
+        try:
+            async with asyncio.timeout(REGISTER_TIMEOUT):
+                await self._api.register(self._name, EVENTS)
+        except (LambdaApiError, TimeoutError) as exc:
+            self._log.error(f"cannot register as extension {self._name}: {exc or 'timed out'}")
+            return 1
+        registered = self._clock()
+        status = 1
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._supervisor.run())
+                tasks.create_task(self._prewarm())
+                try:
+                    status = await self._serve(registered)
+                finally:
+                    await self._close(1.0)
+        except* Exception as group:
+            # Unreachable by design (every task handles its own errors); said loudly if not.
+            self._log.error(f"unexpected error, exiting: {group.exceptions[0]!r}")
+        return status
+
+    async def _serve(self, registered: float) -> int:
+        self.mode = await self._subscribe()
+        first = await self._supervisor.wait_first_start(self._settings.ready_timeout + 1.0)
+        if first.outcome is StartOutcome.CONFIG_INVALID:
+            if self._settings.strict_init:
+                message = f"collector config invalid ({STRICT_INIT_ENV}=true): {first.detail}"
+                self._log.error(f"{message}; failing init")
+                await self._report_error(self._api.init_error, CONFIG_INVALID_ERROR, message)
+                return 1
+            self._log.error(
+                f"collector config invalid: {first.detail}; telemetry is off, the function "
+                "keeps serving"
+            )
+        now = self._clock()
+        collector = (
+            f"collector ready {_ms(first.elapsed)}"
+            if first.outcome is StartOutcome.READY
+            else f"without collector: {first.outcome.value}"
+        )
+        self._log.info(
+            f"ready in {_ms(now - self._started)} (registered {_ms(registered - self._started)}, "
+            f"{collector}); draining {self.mode.value}"
+        )
+        return await self._event_loop()
+
+    async def _subscribe(self) -> Mode:
+        fallback = f"draining {Mode.NEXT_INVOKE.value}"
+        try:
+            port = await self._listener.start(self._settings.telemetry_port)
+        except OSError as exc:
+            self._log.warning(f"cannot listen for Telemetry API events ({exc}); {fallback}")
+            return Mode.NEXT_INVOKE
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                result = await self._api.subscribe_telemetry(port)
+        except TimeoutError:
+            result = None
+        if result is not None and result.outcome is Subscription.ACTIVE:
+            return Mode.RUNTIME_DONE
+        await self._listener.aclose()
+        if result is not None and result.outcome is Subscription.NOT_SUPPORTED:
+            self._log.info(f"Telemetry API not supported here ({result.detail}); {fallback}")
+        else:
+            detail = result.detail if result is not None else "timed out"
+            self._log.warning(f"Telemetry API subscription failed ({detail}); {fallback}")
+        return Mode.NEXT_INVOKE
+
+    async def _prewarm(self) -> None:
+        for module in self._prewarm_modules:
+            try:
+                await asyncio.to_thread(importlib.import_module, module)
+            except Exception as exc:
+                self._log.debug(f"prewarming {module} failed: {exc!r}")
+
+    async def _event_loop(self) -> int:
+        failures = 0
+        while True:
+            try:
+                # The one wait without a deadline: Lambda answers when it has an event, and
+                # freezes the environment meanwhile.
+                event = await self._api.next_event()
+            except LambdaApiError as exc:
+                failures += 1
+                if failures >= NEXT_RETRIES:
+                    message = f"event/next failed {failures} times in a row, last: {exc}"
+                    self._log.error(f"{message}; exiting")
+                    await self._report_error(self._api.exit_error, UNRECOVERABLE_ERROR, message)
+                    return 1
+                self._log.warning(f"event/next failed: {exc}; retrying")
+                await asyncio.sleep(NEXT_RETRY_DELAY * failures)
+                continue
+            failures = 0
+            if isinstance(event, ShutdownEvent):
+                await self._on_shutdown(event)
+                return 0
+            self.invocations += 1
+            try:
+                await self._on_invoke(event)
+            except Exception as exc:
+                # Whatever went wrong, Lambda gets its next call: the function must not wait.
+                self._log.error(f"INVOKE {event.request_id} not handled: {exc!r}")
+
+    async def _on_invoke(self, event: InvokeEvent) -> None:
+        until = event.deadline_ms / 1000 - self._settings.deadline_margin
+        if self._supervisor.control is None:
+            return
+        if self.mode is Mode.NEXT_INVOKE:
+            await self._drain("next-invoke", event.request_id, until)
+            return
+        status = await self._tracker.wait(event.request_id, until - self._wall())
+        if status is None:
+            self.mode = Mode.NEXT_INVOKE
+            self._log.warning(
+                f"no platform.runtimeDone for {event.request_id} before its deadline; "
+                f"draining {self.mode.value} from now on"
+            )
+        await self._drain("invoke", event.request_id, until)
+
+    async def _drain(
+        self, reason: str, request_id: str, until: float, *, shutdown: bool = False
+    ) -> Any:
+        """Drains until `until` (wall clock), capped by the drain timeout except at SHUTDOWN;
+        returns the DrainReply or None. Never raises."""
+        control = self._supervisor.control
+        budget = until - self._wall()
+        if not shutdown:
+            budget = min(budget, self._settings.drain_timeout)
+        if control is None or budget < MIN_DRAIN_BUDGET:
+            self._log.debug(f"drain ({reason}) skipped: budget {budget * 1000:.0f} ms")
+            return None
+        try:
+            async with asyncio.timeout(budget + DRAIN_SLACK):
+                reply = await control.drain(
+                    timeout=budget, request_id=request_id, reason=reason,
+                    spill_remaining=shutdown,
+                )
+        except TimeoutError:
+            self._reporter.failed(reason, f"no answer within {budget * 1000:.0f} ms")
+            return None
+        except Exception as exc:
+            self._reporter.failed(reason, str(exc) or repr(exc))
+            return None
+        self._reporter.drained(reason, reply)
+        return reply
+
+    async def _on_shutdown(self, event: ShutdownEvent) -> None:
+        began = self._clock()
+        end = event.deadline_ms / 1000 - self._settings.deadline_margin
+        reserve = min(STOP_RESERVE, max(end - self._wall(), 0.0) / 4)
+        reply = await self._drain("shutdown", "", end - reserve, shutdown=True)
+        code = await self._supervisor.stop(max(end - self._wall(), 0.05))
+        await self._listener.aclose()
+        totals = self._reporter.totals
+        drained = describe_reply(reply) if reply is not None else "nothing drained at shutdown"
+        exit_text = "was not running" if code is None else f"stopped ({describe_exit(code)})"
+        self._log.info(
+            f"shutdown ({event.reason or 'unknown'}) in {(self._clock() - began) * 1000:.0f} ms: "
+            f"{drained}; collector {exit_text}; over {self.invocations} invocations "
+            f"{totals.drains} drains ({totals.failed} failed), dropped {totals.dropped}, "
+            f"spilled {totals.spilled}"
+        )
+
+    async def _report_error(self, call: Any, error_type: str, message: str) -> None:
+        try:
+            async with asyncio.timeout(REPORT_ERROR_TIMEOUT):
+                await call(error_type, message)
+        except (LambdaApiError, TimeoutError) as exc:
+            self._log.error(f"could not report {error_type} to Lambda: {exc or 'timed out'}")
+
+    async def _close(self, timeout: float) -> None:
+        await self._supervisor.stop(timeout)
+        await self._listener.aclose()
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"

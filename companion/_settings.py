@@ -1,0 +1,174 @@
+"""Every AFTERFLUSH_* variable the companion reads, as named constants, parsed strictly.
+
+A bad value becomes one clear problem line and the default; nothing here raises.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from collector.control import CONTROL_ENDPOINT_ENV, DEFAULT_CONTROL_ENDPOINT, socket_path
+
+DRAIN_TIMEOUT_ENV = "AFTERFLUSH_DRAIN_TIMEOUT"
+DEADLINE_MARGIN_ENV = "AFTERFLUSH_DEADLINE_MARGIN"
+STRICT_INIT_ENV = "AFTERFLUSH_STRICT_INIT"
+READY_TIMEOUT_ENV = "AFTERFLUSH_READY_TIMEOUT"
+LOG_LEVEL_ENV = "AFTERFLUSH_LOG_LEVEL"
+EXTENSION_NAME_ENV = "AFTERFLUSH_EXTENSION_NAME"
+TELEMETRY_PORT_ENV = "AFTERFLUSH_TELEMETRY_PORT"
+# AFTERFLUSH_CONTROL_ENDPOINT is CONTROL_ENDPOINT_ENV, shared with the collector.
+
+# Set by Lambda, read here so that the rest of the companion never touches os.environ.
+RUNTIME_API_ENV = "AWS_LAMBDA_RUNTIME_API"
+LOG_FORMAT_ENV = "AWS_LAMBDA_LOG_FORMAT"
+
+LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_LEVEL_ALIASES = {"warn": "warning"}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+# Lambda passes the name on to CloudWatch and its own error messages; keep it a plain token.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The companion's settings; durations are in seconds."""
+
+    # Longest a post-invoke drain may take; also capped by the invoke deadline.
+    drain_timeout: float = 2.0
+    # Kept free before every Lambda deadline (invoke and shutdown); 0 means none.
+    deadline_margin: float = 0.2
+    # An invalid collector config fails init instead of turning telemetry off.
+    strict_init: bool = False
+    control_endpoint: str = DEFAULT_CONTROL_ENDPOINT
+    # Longest the first start waits for the collector's Status to say ready.
+    ready_timeout: float = 5.0
+    log_level: str = "info"
+    extension_name: str = "afterflush"
+    # Port of the Telemetry API listener; 0 means any free port.
+    telemetry_port: int = 0
+    json_logs: bool = False
+    runtime_api: str = ""
+
+    @property
+    def log_level_number(self) -> int:
+        return LOG_LEVELS[self.log_level]
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "2s", "500ms", "1.5s", "1m" or "0"; raises ValueError otherwise."""
+    text = text.strip()
+    if text == "0":
+        return 0.0
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f'"{text}" is not a duration like "2s" or "500ms"')
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    if (seconds and seconds < 1) or seconds != int(seconds):
+        return f"{round(seconds * 1000)}ms"
+    return f"{int(seconds)}s"
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f'"{text}" is not a boolean (true or false)')
+
+
+def load_settings(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
+    """Settings from `env`, and one line per variable whose value was rejected."""
+    defaults = Settings()
+    problems: list[str] = []
+
+    def value(name: str) -> str | None:
+        raw = env.get(name)
+        # An empty variable is how a template "unsets" a value: treat it as absent.
+        return raw if raw is not None and raw.strip() else None
+
+    def duration(name: str, default: float, *, allow_zero: bool) -> float:
+        raw = value(name)
+        if raw is None:
+            return default
+        try:
+            parsed = parse_duration(raw)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}; using {format_duration(default)}")
+            return default
+        if parsed == 0 and not allow_zero:
+            problems.append(f"{name}: must be more than 0; using {format_duration(default)}")
+            return default
+        return parsed
+
+    strict_init = defaults.strict_init
+    if (raw := value(STRICT_INIT_ENV)) is not None:
+        try:
+            strict_init = parse_bool(raw)
+        except ValueError as exc:
+            problems.append(f"{STRICT_INIT_ENV}: {exc}; using false")
+
+    endpoint = defaults.control_endpoint
+    if (raw := value(CONTROL_ENDPOINT_ENV)) is not None:
+        try:
+            socket_path(raw.strip())
+            endpoint = raw.strip()
+        except ValueError as exc:
+            problems.append(f"{CONTROL_ENDPOINT_ENV}: {exc}; using {endpoint}")
+
+    log_level = defaults.log_level
+    if (raw := value(LOG_LEVEL_ENV)) is not None:
+        lowered = raw.strip().lower()
+        lowered = _LEVEL_ALIASES.get(lowered, lowered)
+        if lowered in LOG_LEVELS:
+            log_level = lowered
+        else:
+            problems.append(
+                f'{LOG_LEVEL_ENV}: "{raw}" is not one of {", ".join(LOG_LEVELS)}; using info'
+            )
+
+    name = defaults.extension_name
+    if (raw := value(EXTENSION_NAME_ENV)) is not None:
+        if _NAME.match(raw.strip()):
+            name = raw.strip()
+        else:
+            problems.append(
+                f'{EXTENSION_NAME_ENV}: "{raw}" is not a file name of letters, digits, ".", "_"'
+                f' or "-"; using {name}'
+            )
+
+    port = defaults.telemetry_port
+    if (raw := value(TELEMETRY_PORT_ENV)) is not None:
+        try:
+            port = int(raw.strip())
+            if not 0 <= port <= 65535:
+                raise ValueError
+        except ValueError:
+            port = defaults.telemetry_port
+            problems.append(f'{TELEMETRY_PORT_ENV}: "{raw}" is not a port (0-65535); using 0')
+
+    settings = Settings(
+        drain_timeout=duration(DRAIN_TIMEOUT_ENV, defaults.drain_timeout, allow_zero=False),
+        deadline_margin=duration(DEADLINE_MARGIN_ENV, defaults.deadline_margin, allow_zero=True),
+        strict_init=strict_init,
+        control_endpoint=endpoint,
+        ready_timeout=duration(READY_TIMEOUT_ENV, defaults.ready_timeout, allow_zero=False),
+        log_level=log_level,
+        extension_name=name,
+        telemetry_port=port,
+        json_logs=(env.get(LOG_FORMAT_ENV, "").strip().upper() == "JSON"),
+        runtime_api=env.get(RUNTIME_API_ENV, "").strip(),
+    )
+    return settings, problems
+
+
+def valid_extension_name(name: str) -> bool:
+    return _NAME.match(name) is not None
