@@ -45,7 +45,7 @@ class Telemetry:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 batch = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with owner.cond:
                     owner.events.extend(batch)
