@@ -1,0 +1,259 @@
+"""The companion's decisions per event, with in-memory fakes for Lambda, the collector and the
+clock: when to drain, with which deadline, and what never stops it."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import companion._companion as companion_module
+from collector.errors import ControlError
+from collector.proto import control_pb2
+from companion._companion import Companion, Mode
+from companion._lambda_api import (
+    InvokeEvent,
+    LambdaApiError,
+    ShutdownEvent,
+    SubscribeResult,
+    Subscription,
+)
+from companion._log import Logger
+from companion._settings import Settings
+from companion._supervisor import StartOutcome, StartReport
+from companion._telemetry import RuntimeDoneTracker
+
+NOW = 1_800_000_000.0
+
+
+@dataclass
+class FakeControl:
+    drains: list[dict[str, Any]] = field(default_factory=list)
+    fail: bool = False
+
+    async def drain(self, *, timeout: float, request_id: str = "", reason: str = "manual",
+                    spill_remaining: bool = False) -> control_pb2.DrainReply:
+        self.drains.append({"timeout": timeout, "request_id": request_id, "reason": reason,
+                            "spill": spill_remaining})
+        if self.fail:
+            raise ControlError("Drain on unix:///x failed: UNAVAILABLE: gone")
+        return control_pb2.DrainReply(traces=control_pb2.SignalCounts(exported=4), complete=True)
+
+
+@dataclass
+class FakeSupervisor:
+    control: FakeControl | None = field(default_factory=FakeControl)
+    first: StartReport = field(default_factory=lambda: StartReport(StartOutcome.READY, "", 0.1))
+    stops: list[float] = field(default_factory=list)
+
+    async def run(self) -> None:
+        return None
+
+    async def wait_first_start(self, timeout: float) -> StartReport:
+        return self.first
+
+    async def stop(self, timeout: float) -> int | None:
+        self.stops.append(timeout)
+        self.control = None
+        return 0
+
+
+@dataclass
+class FakeApi:
+    events: list[Any] = field(default_factory=list)
+    subscription: Subscription = Subscription.NOT_SUPPORTED
+    register_error: bool = False
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    async def register(self, name: str, events: Any) -> None:
+        if self.register_error:
+            raise LambdaApiError("cannot connect to 127.0.0.1:9001: refused")
+
+    async def subscribe_telemetry(self, port: int) -> SubscribeResult:
+        return SubscribeResult(self.subscription, "Telemetry API is not supported")
+
+    async def next_event(self) -> Any:
+        event = self.events.pop(0)
+        if isinstance(event, Exception):
+            raise event
+        return event
+
+    async def init_error(self, error_type: str, message: str) -> None:
+        self.errors.append(("init", error_type))
+
+    async def exit_error(self, error_type: str, message: str) -> None:
+        self.errors.append(("exit", error_type))
+
+
+class FakeListener:
+    port = 4243
+
+    async def start(self, port: int = 0) -> int:
+        return self.port
+
+    async def aclose(self) -> None:
+        return None
+
+
+def make(settings: Settings | None = None, **parts: Any) -> tuple[Companion, io.StringIO]:
+    out = io.StringIO()
+    companion = Companion(
+        settings=settings or Settings(runtime_api="127.0.0.1:1"),
+        name="afterflush",
+        api=parts.get("api", FakeApi()),
+        supervisor=parts.get("supervisor", FakeSupervisor()),
+        listener=FakeListener(),
+        tracker=parts.get("tracker", RuntimeDoneTracker()),
+        log=Logger(out),
+        wall=lambda: NOW,
+        prewarm=(),
+    )
+    return companion, out
+
+
+def invoke(rid: str, seconds_left: float) -> InvokeEvent:
+    return InvokeEvent(request_id=rid, deadline_ms=int((NOW + seconds_left) * 1000))
+
+
+async def test_drain_after_runtime_done_gets_the_drain_timeout_when_the_deadline_is_far() -> None:
+    supervisor = FakeSupervisor()
+    tracker = RuntimeDoneTracker()
+    companion, _ = make(supervisor=supervisor, tracker=tracker)
+    companion.mode = Mode.RUNTIME_DONE
+    tracker.mark_done("r1", "success")
+    await companion._on_invoke(invoke("r1", 30))
+    assert supervisor.control is not None
+    assert supervisor.control.drains == [
+        {"timeout": 2.0, "request_id": "r1", "reason": "invoke", "spill": False}
+    ]
+
+
+async def test_drain_gets_what_is_left_before_the_deadline_minus_the_margin() -> None:
+    supervisor = FakeSupervisor()
+    tracker = RuntimeDoneTracker()
+    companion, _ = make(Settings(drain_timeout=2.0, deadline_margin=0.25), supervisor=supervisor,
+                        tracker=tracker)
+    companion.mode = Mode.RUNTIME_DONE
+    tracker.mark_done("r1", "success")
+    await companion._on_invoke(invoke("r1", 1.0))
+    assert supervisor.control is not None
+    assert supervisor.control.drains[0]["timeout"] == pytest.approx(0.75)
+
+
+async def test_without_runtime_done_events_the_drain_happens_at_the_invoke_start() -> None:
+    supervisor = FakeSupervisor()
+    companion, _ = make(supervisor=supervisor)
+    companion.mode = Mode.NEXT_INVOKE
+    await companion._on_invoke(invoke("r2", 30))
+    assert supervisor.control is not None
+    assert [(d["request_id"], d["reason"]) for d in supervisor.control.drains] == [("r2", "next-invoke")]
+
+
+async def test_no_drain_and_no_wait_while_the_collector_is_down() -> None:
+    supervisor = FakeSupervisor(control=None)
+    companion, out = make(supervisor=supervisor)
+    companion.mode = Mode.RUNTIME_DONE
+    # No runtimeDone will come: a wait would last the whole 30 s.
+    await companion._on_invoke(invoke("r3", 30))
+    assert out.getvalue() == ""
+
+
+async def test_no_drain_when_the_deadline_has_passed() -> None:
+    supervisor = FakeSupervisor()
+    companion, _ = make(supervisor=supervisor)
+    companion.mode = Mode.NEXT_INVOKE
+    await companion._on_invoke(invoke("late", 0.1))
+    assert supervisor.control is not None and supervisor.control.drains == []
+
+
+async def test_a_failed_drain_is_reported_and_does_not_raise() -> None:
+    supervisor = FakeSupervisor(control=FakeControl(fail=True))
+    companion, out = make(supervisor=supervisor)
+    companion.mode = Mode.NEXT_INVOKE
+    await companion._on_invoke(invoke("r4", 30))
+    assert out.getvalue() == (
+        "[afterflush] WARNING drain (next-invoke) failed: "
+        "Drain on unix:///x failed: UNAVAILABLE: gone\n"
+    )
+
+
+async def test_shutdown_drains_with_spill_and_keeps_a_reserve_to_stop_the_collector() -> None:
+    supervisor = FakeSupervisor()
+    control = supervisor.control
+    companion, out = make(Settings(deadline_margin=0.2), supervisor=supervisor)
+    await companion._on_shutdown(ShutdownEvent(reason="spindown", deadline_ms=int((NOW + 2.0) * 1000)))
+    assert control is not None
+    # 1.8 s until deadline - margin; 0.3 s of it kept for SIGTERM/SIGKILL.
+    [drain] = control.drains
+    assert (drain["spill"], drain["reason"]) == (True, "shutdown")
+    assert drain["timeout"] == pytest.approx(1.5)
+    assert supervisor.stops == [pytest.approx(1.8)]
+    assert "shutdown (spindown)" in out.getvalue()
+    assert "exported 4 spans, 0 points, 0 log records; collector stopped (status 0)" in out.getvalue()
+
+
+async def test_a_whole_life_without_telemetry_events() -> None:
+    api = FakeApi(events=[invoke("a", 30), invoke("b", 30), ShutdownEvent("spindown", int((NOW + 2) * 1000))])
+    supervisor = FakeSupervisor()
+    control = supervisor.control
+    companion, out = make(api=api, supervisor=supervisor)
+    assert await companion.run() == 0
+    assert control is not None
+    assert [(d["request_id"], d["reason"]) for d in control.drains] == [
+        ("a", "next-invoke"), ("b", "next-invoke"), ("", "shutdown")
+    ]
+    lines = out.getvalue().splitlines()
+    assert lines[0] == (
+        "[afterflush] INFO Telemetry API not supported here (Telemetry API is not supported); "
+        "draining at the start of each INVOKE and at SHUTDOWN"
+    )
+    assert lines[1].startswith("[afterflush] INFO ready in ")
+    assert lines[1].endswith("collector ready 100 ms); draining at the start of each INVOKE and at SHUTDOWN")
+    assert lines[2].startswith("[afterflush] INFO shutdown (spindown) in ")
+    assert len(lines) == 3
+
+
+async def test_registration_failure_is_the_one_reason_to_fail() -> None:
+    companion, out = make(api=FakeApi(register_error=True))
+    assert await companion.run() == 1
+    assert out.getvalue() == (
+        "[afterflush] ERROR cannot register as extension afterflush: "
+        "cannot connect to 127.0.0.1:9001: refused\n"
+    )
+
+
+async def test_an_unexpected_error_handling_an_invoke_does_not_stop_the_companion() -> None:
+    class BrokenTracker(RuntimeDoneTracker):
+        async def wait(self, request_id: str, timeout: float) -> str | None:
+            raise RuntimeError("boom")
+
+    api = FakeApi(subscription=Subscription.ACTIVE,
+                  events=[invoke("x", 30), ShutdownEvent("spindown", int((NOW + 2) * 1000))])
+    companion, out = make(api=api, tracker=BrokenTracker())
+    assert await companion.run() == 0
+    assert "[afterflush] ERROR INVOKE x not handled: RuntimeError('boom')" in out.getvalue()
+
+
+async def test_event_next_failing_for_good_reports_an_exit_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(companion_module, "NEXT_RETRY_DELAY", 0.0)
+    api = FakeApi(events=[LambdaApiError("connection refused")] * 10)
+    companion, out = make(api=api)
+    assert await companion.run() == 1
+    assert api.errors == [("exit", "Extension.Unrecoverable")]
+    assert len([line for line in out.getvalue().splitlines() if "event/next failed" in line]) == 10
+
+
+async def test_strict_init_turns_an_invalid_config_into_an_init_error() -> None:
+    api = FakeApi()
+    supervisor = FakeSupervisor(
+        control=None, first=StartReport(StartOutcome.CONFIG_INVALID, "a::b (c.yaml:3): bad", 0.2)
+    )
+    companion, out = make(Settings(strict_init=True), api=api, supervisor=supervisor)
+    assert await companion.run() == 1
+    assert api.errors == [("init", "Extension.ConfigInvalid")]
+    assert (
+        "[afterflush] ERROR collector config invalid (AFTERFLUSH_STRICT_INIT=true): "
+        "a::b (c.yaml:3): bad; failing init"
+    ) in out.getvalue()

@@ -1,0 +1,283 @@
+"""The companion's parts without sockets: log lines, Lambda events, telemetry batches, the
+runtimeDone tracker, drain reports, HTTP framing, restart backoff and the child's environment."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+
+from collector.proto import control_pb2
+from companion._http import HttpError, _read_body, split_host_port
+from companion._lambda_api import InvokeEvent, LambdaApiError, ShutdownEvent, parse_event
+from companion._log import DEBUG, INFO, Logger
+from companion._main import collector_env, parse_name
+from companion._report import DrainReporter, describe_reply
+from companion._settings import Settings
+from companion._supervisor import Backoff, describe_exit, message_of
+from companion._telemetry import RuntimeDoneTracker, handle_batch
+
+T0 = 1_795_000_000.25  # a fixed wall clock for log timestamps
+
+
+class FakeClock:
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- log lines ---------------------------------------------------------------------------------
+
+def test_text_lines_carry_the_prefix_and_level() -> None:
+    out = io.StringIO()
+    log = Logger(out)
+    log.info("ready in 12 ms")
+    log.debug("not shown at info")
+    log.warning("drain failed")
+    assert out.getvalue() == "[afterflush] INFO ready in 12 ms\n[afterflush] WARNING drain failed\n"
+
+
+def test_json_lines_when_lambda_log_format_is_json() -> None:
+    out = io.StringIO()
+    Logger(out, json_format=True, clock=lambda: T0).error("bad", restarts=2)
+    assert json.loads(out.getvalue()) == {
+        "timestamp": "2026-11-18T11:06:40.250Z", "level": "ERROR", "logger": "afterflush",
+        "message": "bad", "restarts": 2,
+    }
+    assert out.getvalue().count("\n") == 1
+
+
+def test_a_multi_line_message_stays_one_line() -> None:
+    out = io.StringIO()
+    Logger(out, level=DEBUG).log(INFO, "first\n\nsecond\n")
+    assert out.getvalue() == "[afterflush] INFO first | second\n"
+
+
+# --- Extensions API events ---------------------------------------------------------------------
+
+def test_invoke_and_shutdown_events_parse() -> None:
+    invoke = parse_event(json.dumps({
+        "eventType": "INVOKE", "deadlineMs": 1700000000123, "requestId": "r-1",
+        "invokedFunctionArn": "arn:fn", "tracing": {"type": "X-Amzn-Trace-Id", "value": "x"},
+    }).encode())
+    shutdown = parse_event(b'{"eventType": "SHUTDOWN", "shutdownReason": "timeout", "deadlineMs": 5}')
+    assert invoke == InvokeEvent(request_id="r-1", deadline_ms=1700000000123, invoked_function_arn="arn:fn")
+    assert shutdown == ShutdownEvent(reason="timeout", deadline_ms=5)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"eventType": "RESTORE", "deadlineMs": 5}', 'unknown eventType "RESTORE"'),
+        (b'{"eventType": "INVOKE"}', "not valid"),
+        (b"not json", "not valid"),
+    ],
+)
+def test_malformed_events_are_api_errors(body: bytes, message: str) -> None:
+    with pytest.raises(LambdaApiError, match=message):
+        parse_event(body)
+
+
+# --- telemetry batches and the runtimeDone tracker ---------------------------------------------
+
+def batch(*events: tuple[str, str]) -> bytes:
+    return json.dumps([
+        {"time": "2026-11-01T00:00:00Z", "type": kind, "record": {"requestId": rid, "status": "success"}}
+        for kind, rid in events
+    ]).encode()
+
+
+async def test_runtime_done_before_the_wait_is_remembered() -> None:
+    tracker = RuntimeDoneTracker()
+    count = handle_batch(batch(("platform.start", "a"), ("platform.runtimeDone", "a")), tracker)
+    assert count == 2 and tracker.events_seen == 2
+    assert tracker.is_done("a")
+    assert await tracker.wait("a", timeout=0) == "success"
+    # Each requestId is waited for once.
+    assert not tracker.is_done("a")
+
+
+async def test_wait_returns_when_runtime_done_arrives() -> None:
+    tracker = RuntimeDoneTracker()
+    waiter = asyncio.create_task(tracker.wait("b", timeout=5))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    handle_batch(batch(("platform.runtimeDone", "b")), tracker)
+    assert await waiter == "success"
+
+
+async def test_wait_gives_none_when_runtime_done_does_not_come_in_time() -> None:
+    tracker = RuntimeDoneTracker()
+    handle_batch(batch(("platform.runtimeDone", "other")), tracker)
+    assert await tracker.wait("c", timeout=0.01) is None
+
+
+def test_the_tracker_keeps_only_the_newest_request_ids() -> None:
+    tracker = RuntimeDoneTracker(capacity=3)
+    for rid in "abcde":
+        tracker.mark_done(rid, "success")
+    assert [tracker.is_done(rid) for rid in "abcde"] == [False, False, True, True, True]
+
+
+@pytest.mark.parametrize("body", [b'{"type": "platform.runtimeDone"}', b"[", b""])
+def test_a_batch_that_is_not_a_json_array_is_rejected(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        handle_batch(body, RuntimeDoneTracker())
+
+
+def test_events_without_a_request_id_are_counted_and_ignored() -> None:
+    tracker = RuntimeDoneTracker()
+    body = json.dumps([{"type": "platform.runtimeDone", "record": {}}, "junk"]).encode()
+    assert handle_batch(body, tracker) == 2
+    assert tracker.events_seen == 1
+
+
+# --- drain reports -----------------------------------------------------------------------------
+
+def reply(*, exported: int = 0, buffered: int = 0, dropped: int = 0, complete: bool = True,
+          last_error: str = "", spilled: int = 0) -> control_pb2.DrainReply:
+    return control_pb2.DrainReply(
+        traces=control_pb2.SignalCounts(
+            exported=exported, buffered=buffered, buffered_bytes=10 * buffered, spilled=spilled,
+            dropped={"permanent:http 400": dropped} if dropped else {},
+        ),
+        logs=control_pb2.SignalCounts(exported=2),
+        duration_us=12_400, complete=complete, last_error=last_error,
+    )
+
+
+def test_a_reply_reads_as_one_line_of_counts() -> None:
+    assert describe_reply(reply(exported=20, buffered=3, dropped=4, spilled=5)) == (
+        "exported 20 spans, 0 points, 2 log records; "
+        "still buffered 3 spans, 0 points, 0 log records (30 bytes); "
+        "spilled to stdout 5 spans, 0 points, 0 log records; "
+        "dropped 4 spans, 0 points, 0 log records (permanent:http 400: 4)"
+    )
+
+
+def test_healthy_drains_say_nothing_at_info() -> None:
+    out = io.StringIO()
+    reporter = DrainReporter(Logger(out), clock=FakeClock())
+    for _ in range(5):
+        reporter.drained("invoke", reply(exported=3))
+    assert out.getvalue() == ""
+    assert reporter.totals.drains == 5 and reporter.totals.exported["traces"] == 15
+
+
+def test_a_recurring_problem_is_one_line_then_folded_then_repeated_with_a_count() -> None:
+    out = io.StringIO()
+    clock = FakeClock()
+    reporter = DrainReporter(Logger(out), clock=clock, repeat_interval=60)
+    stuck = reply(buffered=20, complete=False, last_error="http 503")
+    reporter.drained("invoke", stuck)
+    clock.now += 10
+    reporter.drained("invoke", stuck)
+    reporter.drained("invoke", stuck)
+    clock.now += 60
+    reporter.drained("invoke", stuck)
+    reporter.drained("invoke", reply(exported=20))
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "[afterflush] WARNING drain (invoke) incomplete after 12 ms: exported 0 spans, 0 points, "
+        "2 log records; still buffered 20 spans, 0 points, 0 log records (200 bytes); "
+        "last error: http 503",
+        "[afterflush] WARNING drain (invoke) incomplete after 12 ms: exported 0 spans, 0 points, "
+        "2 log records; still buffered 20 spans, 0 points, 0 log records (200 bytes); "
+        "last error: http 503 (2 more drains with problems since the last line)",
+        "[afterflush] INFO drains complete again after 4 with problems",
+    ]
+
+
+def test_a_different_problem_gets_its_own_line() -> None:
+    out = io.StringIO()
+    reporter = DrainReporter(Logger(out), clock=FakeClock())
+    reporter.failed("invoke", "Drain failed: UNAVAILABLE")
+    reporter.drained("invoke", reply(dropped=4))
+    reporter.failed("invoke", "Drain failed: UNAVAILABLE")
+    assert [line.split(": ")[0] for line in out.getvalue().splitlines()] == [
+        "[afterflush] WARNING drain (invoke) failed",
+        "[afterflush] WARNING drain (invoke) complete after 12 ms",
+        "[afterflush] WARNING drain (invoke) failed",
+    ]
+    assert reporter.totals.failed == 2 and reporter.totals.dropped == 4
+
+
+# --- HTTP framing ------------------------------------------------------------------------------
+
+def reader_of(data: bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
+
+
+async def test_bodies_are_read_by_length_chunks_or_to_the_end() -> None:
+    assert await _read_body(reader_of(b"abcdef"), {"content-length": "4"}, until_eof=False) == b"abcd"
+    chunked = b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n"
+    assert await _read_body(reader_of(chunked), {"transfer-encoding": "chunked"}, until_eof=False) == b"abcde"
+    assert await _read_body(reader_of(b"rest"), {}, until_eof=True) == b"rest"
+    assert await _read_body(reader_of(b"rest"), {}, until_eof=False) == b""
+
+
+async def test_a_bad_content_length_is_an_http_error() -> None:
+    with pytest.raises(HttpError, match="bad content-length"):
+        await _read_body(reader_of(b""), {"content-length": "-1"}, until_eof=False)
+
+
+def test_runtime_api_addresses_split() -> None:
+    assert split_host_port("127.0.0.1:9001") == ("127.0.0.1", 9001)
+    assert split_host_port("[::1]:9001") == ("::1", 9001)
+    with pytest.raises(ValueError, match="is not host:port"):
+        split_host_port("localhost")
+
+
+# --- supervision helpers -----------------------------------------------------------------------
+
+def test_restart_backoff_doubles_up_to_its_bound_and_resets() -> None:
+    backoff = Backoff(initial=0.2, maximum=1.0)
+    assert [backoff.next_delay() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+    backoff.reset()
+    assert backoff.next_delay() == 0.2
+
+
+def test_exits_are_described_by_status_or_signal() -> None:
+    assert (describe_exit(0), describe_exit(2), describe_exit(-9), describe_exit(-15)) == (
+        "status 0", "status 2", "killed by SIGKILL", "killed by SIGTERM"
+    )
+
+
+def test_collector_output_lines_are_read_as_text_or_json_messages() -> None:
+    assert message_of("  plain line \n") == "plain line"
+    assert message_of('{"level": "ERROR", "message": "a::b (c.yaml:3): bad"}') == "a::b (c.yaml:3): bad"
+    assert message_of("{not json") == "{not json"
+
+
+# --- command line and the collector's environment ----------------------------------------------
+
+def test_the_name_comes_from_the_command_line() -> None:
+    assert parse_name([]) is None
+    assert parse_name(["--name", "afterflush-x"]) == "afterflush-x"
+    assert parse_name(["--name=ext"]) == "ext"
+    with pytest.raises(ValueError, match="unexpected argument '--nme'"):
+        parse_name(["--nme", "x"])
+    with pytest.raises(ValueError, match="is not a plain file name"):
+        parse_name(["--name", "a/b"])
+
+
+def test_the_collector_gets_the_chosen_endpoint_and_finds_our_packages_first() -> None:
+    import os
+
+    import collector
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(collector.__file__)))
+    settings = Settings(control_endpoint="unix:///tmp/t/c.sock")
+    env = collector_env({"PYTHONPATH": f"/var/task{os.pathsep}{root}", "OTHER": "1"}, settings)
+    assert env == {
+        "PYTHONPATH": f"{root}{os.pathsep}/var/task",
+        "OTHER": "1",
+        "AFTERFLUSH_CONTROL_ENDPOINT": "unix:///tmp/t/c.sock",
+    }
