@@ -3,7 +3,9 @@ collector where they should, and every bad value is reported with its key."""
 
 from __future__ import annotations
 
+import ssl
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from collector._signals import Signal
 from collector.errors import ConfigError
 from collector.exporters import debug, otlp, otlphttp
 from collector.exporters._retry import RetryConfig
-from collector.exporters._tls import TLSConfig
+from collector.exporters._tls import TLSConfig, read_pem_files, ssl_context
 from collector.exporters.debug import DebugConfig, LoggingConfig
 from collector.exporters.otlp import OTLPConfig
 from collector.exporters.otlphttp import OTLPHTTPConfig
@@ -278,3 +280,38 @@ def test_create_refuses_an_invalid_config_with_full_key_paths() -> None:
     assert (
         str(caught.value) == "exporters::otlp/a::endpoint: must be set, e.g. api.honeycomb.io:443"
     )
+
+
+# -- TLS files ---------------------------------------------------------------------------
+
+
+def test_unreadable_tls_files_are_reported_with_their_keys(tmp_path: Path) -> None:
+    tls = TLSConfig(
+        ca_file=str(tmp_path / "missing-ca.pem"),
+        cert_file=str(tmp_path / "c.pem"),
+        key_file=str(tmp_path / "k.pem"),
+    )
+    with pytest.raises(ConfigError) as caught:
+        ssl_context(tls, "exporters::otlphttp")
+    assert [p.path for p in caught.value.problems] == [
+        "exporters::otlphttp::tls::ca_file",
+        "exporters::otlphttp::tls::cert_file",
+        "exporters::otlphttp::tls::key_file",
+    ]
+    assert caught.value.problems[0].message == (
+        f"cannot read {tmp_path / 'missing-ca.pem'}: No such file or directory"
+    )
+
+
+def test_insecure_skip_verify_turns_certificate_checks_off_for_otlphttp() -> None:
+    context = ssl_context(TLSConfig(insecure_skip_verify=True), "exporters::otlphttp")
+    assert (context.check_hostname, context.verify_mode) == (False, ssl.CERT_NONE)
+    strict = ssl_context(TLSConfig(), "exporters::otlphttp")
+    assert (strict.check_hostname, strict.verify_mode) == (True, ssl.CERT_REQUIRED)
+
+
+def test_pem_files_are_read_as_bytes(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    files = read_pem_files(TLSConfig(ca_file=str(ca)), "exporters::otlp")
+    assert (files.ca, files.cert, files.key) == (b"-----BEGIN CERTIFICATE-----\n", None, None)
