@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from collector._component import Exporter, Outcome
 from collector._signals import Payload, Signal
-from collector.errors import BackpressureError, ExportError
+from collector.errors import BackpressureError, ExportError, PermanentExportError
 from collector.processors.flushcontrol import Budget, FlushController, HoldBuffer
 
 # How long a synchronous (pass-through) export may take: the OTel SDK's own export timeout.
@@ -25,6 +25,7 @@ class Fanout:
 
     def __init__(
         self,
+        receiver_id: str,
         signal: Signal,
         held: list[HoldBuffer],
         passthrough: list[list[Exporter]],
@@ -34,6 +35,7 @@ class Fanout:
         on_accept: Callable[[Payload], None],
         on_high_water: Callable[[], None],
     ) -> None:
+        self.receiver_id = receiver_id
         self.signal = signal
         self.held = held
         self.passthrough = passthrough
@@ -62,9 +64,7 @@ class Fanout:
                     f"buffer full ({budget.used} of {budget.capacity} bytes held); retry later",
                     retry_after=self.retry_after,
                 )
-        seq = self.controller.next_seq()
-        for buffer in self.held:
-            buffer.append(seq, payload)
+        self.controller.hold(self.receiver_id, payload, self.held)
         self.on_accept(payload)
         if any(budget.above_high_water for budget, _ in needed.values()):
             self.on_high_water()
@@ -75,5 +75,7 @@ class Fanout:
         results = await asyncio.gather(*(e.export(payload, deadline) for e in exporters))
         failed = [r for r in results if r.outcome is not Outcome.SUCCESS]
         if failed:
-            retryable = any(r.outcome is Outcome.RETRYABLE for r in failed)
-            raise ExportError(failed[0].error or "export failed", retryable=retryable)
+            message = failed[0].error or "export failed"
+            if any(r.outcome is Outcome.RETRYABLE for r in failed):
+                raise ExportError(message)
+            raise PermanentExportError(message)

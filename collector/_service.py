@@ -20,7 +20,8 @@ from collector._config import CollectorConfig
 from collector._control_server import ControlServer
 from collector._pipeline import Fanout
 from collector._signals import Payload, Signal
-from collector.control import CONTROL_ENDPOINT_ENV
+from collector.control import CONTROL_ENDPOINT_ENV, socket_path
+from collector.processors._spool import Spool
 from collector.processors.batch import BatchConfig
 from collector.processors.flushcontrol import (
     MIB,
@@ -65,6 +66,7 @@ class Service:
         self.accepted = dict.fromkeys(Signal, 0)
         self.exporters: dict[str, Exporter] = {}
         self.receivers: dict[str, Any] = {}
+        self.fanouts: dict[str, dict[Signal, Fanout]] = {}
         self.flush = self._holding_config()
         self.controller = FlushController(
             [], default_timeout=self.flush.default_drain_timeout.total_seconds()
@@ -86,6 +88,7 @@ class Service:
         await self.control.start()
         try:
             self._build()
+            self._open_spool()
             for exporter in self.exporters.values():
                 await exporter.start()
             for receiver in self.receivers.values():
@@ -132,7 +135,7 @@ class Service:
                 max_request_bytes=settings.max_request_size_mib * MIB,
                 max_request_items=self._batch_limit(pipeline.processors),
             )
-            self.controller.buffers.append(buffer)
+            self.controller.add_buffer(buffer)
             for receiver_id in pipeline.receivers:
                 held[pipeline.signal][receiver_id].append(buffer)
 
@@ -142,6 +145,7 @@ class Service:
             for signal in Signal:
                 if receiver_id in held[signal]:
                     consumers[signal] = Fanout(
+                        receiver_id,
                         signal,
                         held[signal][receiver_id],
                         passthrough[signal][receiver_id],
@@ -150,10 +154,45 @@ class Service:
                         on_accept=self._count_accepted,
                         on_high_water=self._high_water.set,
                     )
+            self.fanouts[receiver_id] = consumers
             factory = receiver_factories[_type_of(receiver_id)]
             component = self.config.receivers[receiver_id]
             self.receivers[receiver_id] = factory.create(
                 component.config, BuildContext(receiver_id, consumers)
+            )
+
+    def _open_spool(self) -> None:
+        """Takes back what a collector before this one accepted and did not finish."""
+        if not self.flush.spool or not self.controller.buffers:
+            return
+        directory = self.flush.spool_directory or os.path.join(
+            os.path.dirname(socket_path(self.control_endpoint)), "spool"
+        )
+        capacity = sum({id(b.budget): b.budget.capacity for b in self.controller.buffers}.values())
+        spool = Spool(directory, max_bytes=2 * capacity)
+        try:
+            found = spool.open()
+        except OSError as exc:
+            log.warning("running without a spool: %s", exc)
+            return
+        self.controller.spool = spool
+        replayed = dict.fromkeys(Signal, 0)
+        orphaned = dict.fromkeys(Signal, 0)
+        for request in found:
+            fanout = self.fanouts.get(request.receiver_id, {}).get(request.payload.signal)
+            if fanout is None or not fanout.held:
+                orphaned[request.payload.signal] += request.payload.items
+                self.controller.totals[request.payload.signal].drop(
+                    "no_pipeline_after_restart", request.payload.items
+                )
+                continue
+            self.controller.hold(request.receiver_id, request.payload, fanout.held)
+            replayed[request.payload.signal] += request.payload.items
+        if any(replayed.values()):
+            log.info("replayed from the spool: %s", _count_text(replayed))
+        if any(orphaned.values()):
+            log.warning(
+                "dropped from the spool, no pipeline takes them now: %s", _count_text(orphaned)
             )
 
     def _exporter(self, exporter_id: str, factories: Mapping[str, Any]) -> Exporter:
@@ -252,11 +291,18 @@ class Service:
                 await exporter.shutdown()
             except Exception as exc:
                 errors.append(exc)
+        if self.controller.spool is not None:
+            held = any(b.items for b in self.controller.buffers)
+            self.controller.spool.close(empty=not held)
         with contextlib.suppress(Exception):
             await self.control.shutdown()
         for exc in errors:
             log.warning("error while stopping: %s", exc)
         return outcome
+
+
+def _count_text(counts: dict[Signal, int]) -> str:
+    return ", ".join(f"{n} {signal.item_name}" for signal, n in counts.items() if n)
 
 
 async def run(service: Service, stop: asyncio.Event) -> None:

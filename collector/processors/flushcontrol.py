@@ -18,6 +18,8 @@ from typing import Any
 from collector._component import BuildContext, Exporter, ExportResult, Kind, Outcome
 from collector._signals import Payload, Signal
 from collector.control import DEFAULT_CONTROL_ENDPOINT
+from collector.errors import BackpressureError
+from collector.processors._spool import Spool, SpoolFullError
 
 log = logging.getLogger("collector.flushcontrol")
 
@@ -46,6 +48,11 @@ class FlushControlConfig:
     default_drain_timeout: timedelta = timedelta(seconds=5)
     # Drain deadline when the collector is stopped by SIGTERM/SIGINT.
     shutdown_timeout: timedelta = timedelta(milliseconds=1500)
+    # Write every accepted request to a spool on local disk before answering the sender, so
+    # that a collector that crashed (or an environment that was reset) replays it on start.
+    spool: bool = True
+    # Where the spool lives; empty = a `spool` directory beside the control socket.
+    spool_directory: str = ""
 
     def validate(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
@@ -186,6 +193,8 @@ class HoldBuffer:
         self.max_request_bytes = max_request_bytes
         self.max_request_items = max_request_items  # 0 = no limit
         self._entries: collections.deque[_Entry] = collections.deque()
+        # Called with the seq of each request this buffer no longer holds.
+        self.on_release: Callable[[int], None] = lambda seq: None
 
     @property
     def items(self) -> int:
@@ -263,6 +272,7 @@ class HoldBuffer:
                 kept.append(entry)
             else:
                 self.budget.used -= entry.payload.size
+                self.on_release(entry.seq)
         self._entries = kept
 
     def spill(self, write: Callable[[Payload], None], tally: SignalTally) -> None:
@@ -273,6 +283,7 @@ class HoldBuffer:
         for entry in self._entries:
             tally.spilled += entry.payload.items
             self.budget.used -= entry.payload.size
+            self.on_release(entry.seq)
         self._entries.clear()
 
     def held(self) -> list[Payload]:
@@ -282,18 +293,47 @@ class HoldBuffer:
 class FlushController:
     """Every pipeline's HoldBuffer behind one Drain: what the control endpoint calls."""
 
-    def __init__(self, buffers: list[HoldBuffer], *, default_timeout: float) -> None:
-        self.buffers = buffers
+    def __init__(
+        self, buffers: list[HoldBuffer], *, default_timeout: float, spool: Spool | None = None
+    ) -> None:
+        self.buffers: list[HoldBuffer] = []
         self.default_timeout = default_timeout
+        self.spool = spool
         self.totals: dict[Signal, SignalTally] = {signal: SignalTally() for signal in Signal}
         self.last_export_error = ""
         self._seq = 0
+        self._holders: dict[int, int] = {}  # seq -> buffers still holding it
         self._lock = asyncio.Lock()
         self._failing = False
+        for buffer in buffers:
+            self.add_buffer(buffer)
 
-    def next_seq(self) -> int:
+    def add_buffer(self, buffer: HoldBuffer) -> None:
+        buffer.on_release = self._release
+        self.buffers.append(buffer)
+
+    def hold(self, receiver_id: str, payload: Payload, buffers: list[HoldBuffer]) -> None:
+        """Spools the request, then appends it to each buffer; the caller checked the budget.
+        Raises BackpressureError when the spool has no room (nothing is held then)."""
         self._seq += 1
-        return self._seq
+        seq = self._seq
+        if self.spool is not None:
+            try:
+                self.spool.append(seq, receiver_id, payload)
+            except SpoolFullError as exc:
+                raise BackpressureError(str(exc)) from exc
+        for buffer in buffers:
+            buffer.append(seq, payload)
+        self._holders[seq] = len(buffers)
+
+    def _release(self, seq: int) -> None:
+        left = self._holders.get(seq, 1) - 1
+        if left > 0:
+            self._holders[seq] = left
+            return
+        self._holders.pop(seq, None)
+        if self.spool is not None:
+            self.spool.ack(seq)
 
     async def drain(
         self,

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -285,6 +286,37 @@ def test_no_hold_mode_exports_before_answering_the_sender(backend):
             assert collector.drain().traces.exported == 0
         finally:
             sdk.shutdown()
+
+
+def test_a_restarted_collector_delivers_what_a_killed_one_had_accepted(backend):
+    # Given a collector that accepted data and was killed before any drain
+    first = start_collector(backend)
+    with first:
+        sdk = make_sdk(first, "http")
+        try:
+            sdk.emit(4, "crash")
+            sdk.flush()
+        finally:
+            sdk.shutdown()
+        accepted = first.status()
+        first.kill()
+
+        # When a new collector starts in its place
+        second = CollectorProcess(
+            Path(first.config_path).read_text(), grpc_port=first.grpc_port,
+            http_port=first.http_port, directory=first.dir,
+        )
+        with second:
+            status = second.status()
+            reply = second.drain()
+
+    # Then it took the data back from the spool and delivered it once
+    assert (status.traces.buffered, status.logs.buffered) == (4, 1)
+    assert status.metrics.buffered == accepted.accepted_metrics
+    assert (reply.traces.exported, reply.logs.exported) == (4, 1)
+    assert backend.stats()["traces"].unique == 4
+    assert backend.stats()["traces"].duplicates == 0
+    assert "replayed from the spool: 4 spans" in second.stderr
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -70,7 +70,7 @@ def make(exporters: list[FakeExporter], capacity: int = 1 << 20, high_water: int
     accepted: list[int] = []
     high: list[bool] = []
     fanout = Fanout(
-        Signal.TRACES, [buffer], [], controller, retry_after=2.0,
+        "otlp", Signal.TRACES, [buffer], [], controller, retry_after=2.0,
         on_accept=lambda p: accepted.append(p.items), on_high_water=lambda: high.append(True),
     )
     return fanout, controller, buffer, accepted, high
@@ -227,7 +227,7 @@ async def test_passthrough_pipeline_exports_before_answering_and_reports_failure
     exporter = FakeExporter("otlp", [ExportResult.success(), ExportResult(Outcome.RETRYABLE, error="503")])
     controller = FlushController([], default_timeout=1.0)
     fanout = Fanout(
-        Signal.TRACES, [], [[exporter]], controller, retry_after=1.0,
+        "otlp", Signal.TRACES, [], [[exporter]], controller, retry_after=1.0,
         on_accept=lambda p: None, on_high_water=lambda: None,
     )
     await fanout.consume(spans_payload("a"))
