@@ -11,6 +11,7 @@ import json
 import socket
 import struct
 import time
+import urllib.parse
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -406,8 +407,8 @@ class Backend:
     async def _grpc_export(self, signal: Signal, raw: bytes, context: Any) -> bytes:
         index = self._store.next_request_index()
         received = time.time()
-        # "ipv4:127.0.0.1:53412" -> "127.0.0.1:53412", as for HTTP.
-        peer = str(context.peer() or "").split(":", 1)[-1]
+        # "ipv4:127.0.0.1:53412" -> "127.0.0.1:53412", "ipv6:%5B::1%5D:53412" -> "[::1]:53412"
+        peer = urllib.parse.unquote(str(context.peer() or "").split(":", 1)[-1])
         headers = {
             k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)
         }

@@ -241,3 +241,23 @@ async def test_export_after_the_backend_restarted_succeeds_on_a_new_connection(
         assert (first.outcome, second.outcome) == (Outcome.SUCCESS, Outcome.SUCCESS)
         assert backend.stats()["traces"].unique == 2
         assert len({r.peer for r in backend.requests()}) == 2
+
+
+def _ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback_available(), reason="this machine has no ::1")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_exporters_and_backend_work_over_ipv6_loopback(protocol: str) -> None:
+    async with running_backend(host="::1") as backend, started_exporter(
+        protocol, backend
+    ) as exporter:
+        result = await exporter.export(trace_payload(2), deadline_in(GENEROUS_SECONDS))
+        assert result == ExportResult.success()
+        assert backend.requests()[0].peer.startswith("[::1]:")
