@@ -255,9 +255,10 @@ def _ipv6_loopback_available() -> bool:
 @pytest.mark.skipif(not _ipv6_loopback_available(), reason="this machine has no ::1")
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_exporters_and_backend_work_over_ipv6_loopback(protocol: str) -> None:
-    async with running_backend(host="::1") as backend, started_exporter(
-        protocol, backend
-    ) as exporter:
+    async with (
+        running_backend(host="::1") as backend,
+        started_exporter(protocol, backend) as exporter,
+    ):
         result = await exporter.export(trace_payload(2), deadline_in(GENEROUS_SECONDS))
         assert result == ExportResult.success()
         assert backend.requests()[0].peer.startswith("[::1]:")
