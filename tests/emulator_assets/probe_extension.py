@@ -8,6 +8,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -37,11 +38,20 @@ def call(method: str, path: str, body: object = None, headers: dict[str, str] | 
 
 
 class Telemetry:
-    """Listener for Telemetry API batches; remembers every event."""
+    """Listener for Telemetry API batches; remembers every event.
+
+    Its port is chosen at once, but nothing listens on it until serve().
+    """
 
     def __init__(self, log_path: str | None) -> None:
         self.events: list[dict] = []
         self.cond = threading.Condition()
+        self.log_path = log_path
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+
+    def serve(self) -> None:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -51,7 +61,7 @@ class Telemetry:
                     owner.events.extend(batch)
                     owner.cond.notify_all()
                 for event in batch:
-                    log(log_path, telemetry=event)
+                    log(owner.log_path, telemetry=event)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -59,17 +69,15 @@ class Telemetry:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
 
-    def serve(self) -> None:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_runtime_done(self, request_id: str, timeout: float) -> bool:
+    def wait_for(self, event_type: str, request_id: str | None, timeout: float) -> bool:
+        """Waits (bounded) until an event of event_type (for request_id, if given) arrived."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                if any(e["type"] == "platform.runtimeDone" and e["record"]["requestId"] == request_id
+                if any(e["type"] == event_type and (request_id is None or e["record"]["requestId"] == request_id)
                        for e in self.events):
                     return True
                 left = deadline - time.monotonic()
@@ -94,6 +102,7 @@ def main() -> int:
     ap.add_argument("--listener-late", action="store_true", help="start the listener at the first INVOKE")
     ap.add_argument("--hold-fifo", help="after INVOKE, read a line from this FIFO before next")
     ap.add_argument("--work-ms", type=float, default=0, help="after runtimeDone, work this long")
+    ap.add_argument("--wait-for", help="after INVOKE, wait for a telemetry event of this type")
     ap.add_argument("--ignore-shutdown", action="store_true")
     ap.add_argument("--spin", action="store_true", help="burn CPU on a background thread")
     ap.add_argument("--init-error")
@@ -150,8 +159,10 @@ def main() -> int:
         if telemetry is not None and args.listener_late:
             telemetry.serve()
             args.listener_late = False
+        if args.wait_for and telemetry is not None:
+            log(args.log, step="waited", type=args.wait_for, got=telemetry.wait_for(args.wait_for, None, 10))
         if args.work_ms and telemetry is not None:
-            got = telemetry.wait_runtime_done(event["requestId"], 10)
+            got = telemetry.wait_for("platform.runtimeDone", event["requestId"], 10)
             started = time.monotonic()
             time.sleep(args.work_ms / 1000)
             log(args.log, step="work", requestId=event["requestId"], sawRuntimeDone=got,
