@@ -264,7 +264,15 @@ class Service:
             accepted_metrics=self.accepted[Signal.METRICS],
             accepted_logs=self.accepted[Signal.LOGS],
             pid=os.getpid(),
+            rejected_requests=self.rejected_requests(),
         )
+
+    def rejected_requests(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for receiver in self.receivers.values():
+            for reason, count in getattr(receiver, "rejected", {}).items():
+                totals[reason] = totals.get(reason, 0) + count
+        return totals
 
     async def shutdown(self, *, drain: bool = True) -> DrainOutcome | None:
         """Stops receiving, drains within shutdown_timeout, spills what is left, stops the

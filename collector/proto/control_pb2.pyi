@@ -58,7 +58,14 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("traces", "metrics", "logs", "ready", "last_export_error", "uptime_ms", "accepted_traces", "accepted_metrics", "accepted_logs", "pid")
+    __slots__ = ("traces", "metrics", "logs", "ready", "last_export_error", "uptime_ms", "accepted_traces", "accepted_metrics", "accepted_logs", "pid", "rejected_requests")
+    class RejectedRequestsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     TRACES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +76,7 @@ class StatusReply(_message.Message):
     ACCEPTED_METRICS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_LOGS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     traces: SignalCounts
     metrics: SignalCounts
     logs: SignalCounts
@@ -79,4 +87,5 @@ class StatusReply(_message.Message):
     accepted_metrics: int
     accepted_logs: int
     pid: int
-    def __init__(self, traces: _Optional[_Union[SignalCounts, _Mapping]] = ..., metrics: _Optional[_Union[SignalCounts, _Mapping]] = ..., logs: _Optional[_Union[SignalCounts, _Mapping]] = ..., ready: _Optional[bool] = ..., last_export_error: _Optional[str] = ..., uptime_ms: _Optional[int] = ..., accepted_traces: _Optional[int] = ..., accepted_metrics: _Optional[int] = ..., accepted_logs: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
+    rejected_requests: _containers.ScalarMap[str, int]
+    def __init__(self, traces: _Optional[_Union[SignalCounts, _Mapping]] = ..., metrics: _Optional[_Union[SignalCounts, _Mapping]] = ..., logs: _Optional[_Union[SignalCounts, _Mapping]] = ..., ready: _Optional[bool] = ..., last_export_error: _Optional[str] = ..., uptime_ms: _Optional[int] = ..., accepted_traces: _Optional[int] = ..., accepted_metrics: _Optional[int] = ..., accepted_logs: _Optional[int] = ..., pid: _Optional[int] = ..., rejected_requests: _Optional[_Mapping[str, int]] = ...) -> None: ...

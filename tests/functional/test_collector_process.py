@@ -224,7 +224,9 @@ def test_full_buffer_answers_senders_with_backpressure(backend):
 
         assert post() == (200, None)
         assert post() == (429, "1")
-        assert collector.status().traces.buffered == 3000
+        status = collector.status()
+        assert status.traces.buffered == 3000
+        assert dict(status.rejected_requests) == {"backpressure": 1}
         assert collector.drain().traces.exported == 3000
         assert post() == (200, None)
 
