@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import email.utils
 import json
+import logging
 import socket
 import struct
 import time
@@ -32,6 +33,7 @@ GRPC_SERVICES = {
     Signal.LOGS: "opentelemetry.proto.collector.logs.v1.LogsService",
 }
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+log = logging.getLogger("backend")
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # In-flight handlers get this long to finish when the listeners close.
 _SHUTDOWN_GRACE_SECONDS = 0.5
@@ -84,13 +86,10 @@ class Backend:
         if self._stopped:
             return
         self._stopped = True
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in list(self._tasks):
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._close_listeners()
 
     async def __aenter__(self) -> Backend:
@@ -110,8 +109,13 @@ class Backend:
 
     async def _come_back(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        if not self._stopped:
+        if self._stopped:
+            return
+        try:
             await self._open_listeners()
+        except OSError as exc:
+            # Someone took a port meanwhile; `up` stays False for tests to see.
+            log.error("cannot listen again on %s: %s", self.endpoints(), exc)
 
     @property
     def up(self) -> bool:
@@ -126,12 +130,24 @@ class Backend:
             ]
         )
         server.add_generic_rpc_handlers([self._grpc_handler(s) for s in Signal])
-        port = server.add_insecure_port(_host_port(self.host, self._grpc_port))
+        try:
+            port = server.add_insecure_port(_host_port(self.host, self._grpc_port))
+        except RuntimeError:  # grpc's way of saying the address is taken
+            port = 0
         if port == 0:
             raise OSError(f"cannot listen for gRPC on {_host_port(self.host, self._grpc_port)}")
         self._grpc_port = port
         await server.start()
+        try:
+            runner = await self._start_http()
+        except BaseException:
+            await server.stop(0)
+            raise
         self._grpc_server = server
+        self._runner = runner
+        self._notify()
+
+    async def _start_http(self) -> web.AppRunner:
         app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
         app.router.add_post("/v1/{signal:traces|metrics|logs}", self._http_export)
         app.router.add_get("/_stats", self._http_stats)
@@ -147,10 +163,8 @@ class Backend:
         except BaseException:
             await runner.cleanup()
             raise
-        sockets = getattr(site._server, "sockets", None) or []
-        self._http_port = sockets[0].getsockname()[1]
-        self._runner = runner
-        self._notify()
+        self._http_port = int(runner.addresses[0][1])
+        return runner
 
     async def _close_listeners(self) -> None:
         self._listeners_closed.set()

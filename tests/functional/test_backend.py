@@ -326,3 +326,26 @@ def test_backend_process_serves_until_sigterm_and_reports_on_the_control_api() -
     assert [i["name"] for i in items] == ["op-0", "op-1", "op-2"]
     assert process.returncode == 0
     assert json.loads(process.stderr.strip().splitlines()[-1])["stats"]["traces"]["items"] == 3
+
+
+async def test_start_on_a_taken_port_fails_and_leaves_nothing_listening() -> None:
+    async with running_backend() as taken:
+        http_port = int(taken.http_endpoint.rsplit(":", 1)[1])
+        second = Backend(http_port=http_port)
+        with pytest.raises(OSError):
+            await second.start()
+        assert not second.up
+        await second.stop()
+
+
+def test_backend_process_on_a_taken_port_exits_with_one_line() -> None:
+    with BackendProcess() as first:
+        port = first.grpc_endpoint.rsplit(":", 1)[1]
+        second = BackendProcess("--grpc-port", port)
+        with pytest.raises(AssertionError, match="backend exited at start"):
+            second.start()
+    # (grpc's own log line about the bind may come before ours)
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"backend: cannot listen: cannot listen for gRPC on 127.0.0.1:{port}"
+    )
