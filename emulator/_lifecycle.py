@@ -471,7 +471,7 @@ class Environment:
             await self._on_exit(inst, proc, returncode)
 
         return await launch(
-            name=name, kind=kind, argv=argv, env=env, cwd=self._config.task_dir,
+            name=name, kind=kind, argv=argv, env=env, cwd=self._config.visible_task,
             sandbox=self._sandbox, tasks=self._tasks, on_line=self._on_line, on_exit=on_exit,
         )
 

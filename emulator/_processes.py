@@ -61,10 +61,10 @@ def describe_exit(returncode: int) -> str:
     """Lambda's wording: 'exit status 1' or 'signal: killed'."""
     if returncode < 0:
         try:
-            name = signal.Signals(-returncode).name
+            name = signal.strsignal(-returncode) or f"signal {-returncode}"
         except ValueError:
             name = f"signal {-returncode}"
-        return f"signal: {name.removeprefix('SIG').lower()}"
+        return f"signal: {name.lower()}"
     return f"exit status {returncode}"
 
 
