@@ -19,7 +19,7 @@ test: venv
 
 lint: venv
 	$(PY) -m ruff check .
-	$(PY) -m mypy collector companion emulator
+	$(PY) -m mypy collector companion emulator backend
 
 # Regenerates the committed control-service code from collector/proto.
 proto: venv
