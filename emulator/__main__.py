@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from emulator import _protocol as p
 from emulator._api import Server, bind, invoke_door, lambda_api
@@ -45,8 +45,15 @@ def _directory(option: str, text: str) -> Path:
     return path
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line as one line (UsageError) instead of usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="python -m emulator",
         description="A local Lambda execution environment: Runtime, Extensions and Telemetry APIs, "
         "freeze, timeouts, shutdown, and Lambda's CPU and memory sizing.",
