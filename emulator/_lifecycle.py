@@ -4,6 +4,7 @@ The Runtime, Extensions and Telemetry API routes call into Environment; so does 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import os
@@ -300,7 +301,7 @@ class Environment:
             request_id=str(uuid.uuid4()),
             payload=payload,
             trace_id=headers.get(p.H_AMZN_TRACE_ID) or new_trace_id(),
-            client_context=headers.get(p.H_AMZ_CLIENT_CONTEXT),
+            client_context=_client_context(headers.get(p.H_AMZ_CLIENT_CONTEXT)),
             cognito_identity=None,
             arrived=arrived,
             response=loop.create_future(),
@@ -928,6 +929,16 @@ class Environment:
             raise ApiError(400, p.ERR_VALIDATION, str(exc)) from None
         self._telemetry.subscribe(ext.id, ext.name, subscription)
         return ApiReply(200, b'"OK"', {"Content-Type": p.JSON_CONTENT_TYPE})
+
+
+def _client_context(encoded: str | None) -> str | None:
+    """The Invoke API's base64 client context, decoded for the Runtime API header."""
+    if not encoded:
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _error_type(header: str | None, body: bytes, default: str) -> str:

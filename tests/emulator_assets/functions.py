@@ -25,6 +25,10 @@ def echo(event, context):
             "remainingMs": context.get_remaining_time_in_millis()}
 
 
+def client_context(event, context):
+    return {"custom": context.client_context.custom if context.client_context else None}
+
+
 def empty(event, context):
     return None
 

@@ -107,6 +107,7 @@ def main() -> int:
     ap.add_argument("--spin", action="store_true", help="burn CPU on a background thread")
     ap.add_argument("--init-error")
     ap.add_argument("--exit-on-invoke", type=int)
+    ap.add_argument("--exit-error-on-invoke", help="on INVOKE, report this error type and exit")
     args = ap.parse_args()
 
     events = [e for e in args.events.split(",") if e]
@@ -153,6 +154,11 @@ def main() -> int:
                     time.sleep(0.05)
             log(args.log, step="exit")
             return 0
+        if args.exit_error_on_invoke:
+            answer = call("POST", "/2020-01-01/extension/exit/error", {"errorMessage": "giving up"},
+                          {**ident, "Lambda-Extension-Function-Error-Type": args.exit_error_on_invoke})
+            log(args.log, step="exit-error", status=answer[0])
+            return 1
         if args.exit_on_invoke is not None:
             log(args.log, step="crash")
             return args.exit_on_invoke

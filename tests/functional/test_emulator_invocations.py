@@ -202,6 +202,47 @@ def test_extension_exiting_outside_shutdown_resets_the_environment(tmp_path: Pat
         assert len(steps(log, "register")) == 2
 
 
+def test_extension_exit_error_resets_the_environment(tmp_path: Path) -> None:
+    # given an extension that reports an exit error when it gets INVOKE
+    opt = tmp_path / "opt"
+    log = tmp_path / "ext.jsonl"
+    write_extension(opt, "giver-up", "probe_extension.py", "giver-up", "--log", str(log),
+                    "--exit-error-on-invoke", "Extension.Unrecoverable")
+    with Emulator(opt=opt, handler="functions.echo") as emu:
+        # when the function is invoked
+        emu.invoke({})
+        # then Lambda accepted the report and the invocation ended in failure with Extension.ExitError
+        [record] = emu.wait_records(1)
+        assert (record["status"], record["errorType"]) == ("failure", "Extension.ExitError")
+        assert steps(log, "exit-error")[0]["status"] == 202
+        emu.output.wait_for(r"extension giver-up exited with an error: Extension.Unrecoverable")
+        emu.output.wait_for(r"shutdown: reason=failure")
+
+
+def test_client_context_reaches_the_handler(tmp_path: Path) -> None:
+    import base64
+
+    context = {"custom": {"tenant": "blue"}, "env": {}, "client": {}}
+    encoded = base64.b64encode(json.dumps(context).encode()).decode()
+    with Emulator(opt=tmp_path / "opt", handler="functions.client_context") as emu:
+        seen = emu.invoke({}, headers={"X-Amz-Client-Context": encoded}).json()
+    assert seen == {"custom": {"tenant": "blue"}}
+
+
+def test_runtime_python_option_names_the_interpreter(tmp_path: Path) -> None:
+    # given an interpreter stand-in that records its use and runs this interpreter
+    import sys
+
+    marker = tmp_path / "used"
+    python = tmp_path / "python3.11"
+    python.write_text(f'#!/bin/sh\necho "$@" > {marker}\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    with Emulator(opt=tmp_path / "opt", handler="functions.echo",
+                  extra_args=["--runtime-python", str(python)]) as emu:
+        assert emu.invoke({}).status == 200
+    assert marker.read_text().split() == ["-m", "awslambdaric", "functions.echo"]
+
+
 def test_timeout_during_post_invoke_work_resets_and_next_invoke_reinitialises(tmp_path: Path) -> None:
     # given a 1 s timeout and an extension that keeps working after the response
     opt, fifo, log = holding_extension(tmp_path)
