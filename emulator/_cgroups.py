@@ -74,13 +74,21 @@ def _make_group(controller: str) -> Path | None:
 
 
 def _remove_stale_groups(parent: Path) -> None:
-    """Removes empty groups left behind by emulators that died without cleaning up."""
+    """Ends what emulators that died without cleaning up left behind, and removes their groups.
+
+    A frozen process cannot die, so a stale freezer group is thawed before its processes
+    are killed; the group itself goes once the kernel has reaped them (here or next time).
+    """
     with contextlib.suppress(OSError):
         for child in parent.glob(f"{GROUP_PREFIX}*"):
             pid_text = child.name[len(GROUP_PREFIX) :].split("-", 1)[0]
-            if pid_text.isdigit() and not _alive(int(pid_text)):
-                with contextlib.suppress(OSError):
-                    child.rmdir()
+            if not pid_text.isdigit() or _alive_not_zombie(int(pid_text)):
+                continue
+            with contextlib.suppress(OSError):
+                (child / "freezer.state").write_text("THAWED")
+            _signal_all(_read_pids(child), signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                child.rmdir()
 
 
 def _alive(pid: int) -> bool:
