@@ -10,7 +10,7 @@ import ipaddress
 import json
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -168,7 +168,7 @@ class _Subscriber:
 class Telemetry:
     """Fans platform events and log lines out to the subscribers of one environment."""
 
-    def __init__(self, tasks: TaskSpawner, log: Any) -> None:
+    def __init__(self, tasks: TaskSpawner, log: Callable[[str], None]) -> None:
         self._tasks = tasks
         self._log = log
         self._subscribers: dict[str, _Subscriber] = {}
