@@ -355,6 +355,10 @@ class Environment:
             inv.respond(error_reply(inv.request_id, Failure(
                 "Emulator.ShuttingDown", "the emulator shut down during the invocation")))
             raise
+        except Exception as exc:
+            # A bug here must not leave the caller waiting; the task wrapper logs it.
+            inv.respond(error_reply(inv.request_id, Failure("Emulator.InternalError", repr(exc))))
+            raise
         finally:
             self.last_activity = monotonic()
             self._lock.release()
