@@ -110,12 +110,12 @@ class Companion:
         first = await self._supervisor.wait_first_start(self._settings.ready_timeout + 1.0)
         if first.outcome is StartOutcome.CONFIG_INVALID:
             if self._settings.strict_init:
-                message = f"collector config invalid ({STRICT_INIT_ENV}=true): {first.detail}"
+                message = f"collector config rejected ({STRICT_INIT_ENV}=true): {first.detail}"
                 self._log.error(f"{message}; failing init")
                 await self._report_error(self._api.init_error, CONFIG_INVALID_ERROR, message)
                 return 1
             self._log.error(
-                f"collector config invalid: {first.detail}; telemetry is off, the function "
+                f"collector config rejected: {first.detail}; telemetry is off, the function "
                 "keeps serving"
             )
         now = self._clock()

@@ -4,6 +4,7 @@ something goes wrong, and repeats of the same problem folded into counts.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from companion._log import Logger
 
 # A problem that keeps happening is repeated at most this often (seconds), with a count.
 REPEAT_INTERVAL = 60.0
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 SIGNALS = (("traces", "spans"), ("metrics", "points"), ("logs", "log records"))
 
 
@@ -45,6 +47,11 @@ def describe_reply(reply: Any) -> str:
             + ")"
         )
     return "; ".join(parts)
+
+
+def _shape(error: str) -> str:
+    """An error without its numbers: "no answer within 1.73s" and "... 1.74s" are one problem."""
+    return _NUMBER.sub("#", error)
 
 
 @dataclass
@@ -93,12 +100,12 @@ class DrainReporter:
         state = "complete" if reply.complete else "incomplete"
         error = f"; last error: {reply.last_error}" if reply.last_error else ""
         line = f"drain ({reason}) {state} after {took}: {describe_reply(reply)}{error}"
-        key = f"{state}|{reply.last_error}|{dropped > 0}"
+        key = f"{state}|{_shape(reply.last_error)}|{dropped > 0}"
         self._problem(key, line)
 
     def failed(self, reason: str, error: str) -> None:
         self.totals.failed += 1
-        self._problem(f"failed|{error}", f"drain ({reason}) failed: {error}")
+        self._problem(f"failed|{_shape(error)}", f"drain ({reason}) failed: {error}")
 
     def _problem(self, key: str, line: str) -> None:
         self._troubled += 1

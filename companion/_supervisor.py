@@ -9,6 +9,7 @@ import contextlib
 import enum
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -104,6 +105,24 @@ def message_of(line: str) -> str:
             if isinstance(record, dict) and isinstance(record.get("message"), str):
                 return str(record["message"])
     return stripped
+
+
+_LOG_PREFIX = re.compile(r"^\[[^\]]*\]\s+(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+")
+
+
+def summarize_output(lines: Sequence[str]) -> str:
+    """The collector's start-up output as one line: prefixes dropped, a heading that ends in
+    ":" joined to what follows, other lines separated by "; "."""
+    parts: list[str] = []
+    for raw in lines:
+        text = _LOG_PREFIX.sub("", message_of(raw))
+        if not text:
+            continue
+        if parts and parts[-1].endswith(":"):
+            parts[-1] += " " + text
+        else:
+            parts.append(text)
+    return "; ".join(parts)
 
 
 def _die_with_parent() -> None:
@@ -293,10 +312,10 @@ class CollectorSupervisor:
 
     def _exited_before_ready(self, code: int, elapsed: float) -> bool:
         if code == EXIT_CONFIG_INVALID:
-            lines = [message_of(raw.decode("utf-8", "replace")) for raw in (self._held or [])]
+            lines = [raw.decode("utf-8", "replace") for raw in (self._held or [])]
             self._held = None  # logged below, in one line, instead of passed on
-            errors = "; ".join(line for line in lines if line) or "no details printed"
-            self.disabled_reason = f"collector config invalid: {errors}"
+            errors = summarize_output(lines) or "no details printed"
+            self.disabled_reason = f"collector config rejected: {errors}"
             if not self._first_outcome(StartReport(StartOutcome.CONFIG_INVALID, errors, elapsed)):
                 self._log.error(f"{self.disabled_reason}; telemetry is off, INVOKEs pass through")
             return False

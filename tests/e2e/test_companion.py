@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -102,4 +101,114 @@ def test_shutdown_delivers_what_remains_and_the_companion_exits_before_sigkill()
         [summary] = dep.companion_lines("shutdown (spindown)")
         assert "exported 10 spans, 2 points, 2 log records" in summary
         assert "collector stopped (status 0)" in summary
+        assert not [line for line in dep.emulator.output.lines() if "killed extension" in line]
+
+
+def test_killed_collector_is_restarted_and_later_data_arrives():
+    # The SDK gives up quickly on a collector that is not there (the function's own choice).
+    with deployment(env={"E2E_EXPORT_TIMEOUT": "0.5"}) as dep:
+        assert dep.invoke_when_idle()[0].status == 200
+        [first] = wait_until(lambda: collector_pids(dep.endpoint), what="the collector's pid")
+        # Given the collector killed (it dies as the environment thaws for the next invocation)
+        os.kill(first, signal.SIGKILL)
+        # When invocations go on (each giving the restart 300 ms of unfrozen time)
+        statuses = []
+        for _ in range(20):
+            result, _ = dep.invoke_when_idle({"sleep": 0.3})
+            statuses.append(result.status)
+            if dep.companion_lines("collector ready in"):
+                break
+        # Then the function kept answering, the death was logged once and the collector restarted
+        assert set(statuses) == {200}
+        [death] = dep.companion_lines("collector exited (killed by SIGKILL)")
+        assert "restarting it (restart 1)" in death
+        [restarted] = dep.companion_lines("collector ready in")
+        assert "restart 1" in restarted
+        assert [pid for pid in collector_pids(dep.endpoint) if pid != first]
+        # And data of later invocations arrives
+        later = [dep.invoke_when_idle()[0].json()["requestId"] for _ in range(2)]
+        dep.emulator.wait_records(dep.invoked)
+        for rid in later:
+            assert counts_of(dep.items_of(rid)) == ITEMS_PER_INVOCATION
+
+
+INVALID_CONFIG = """\
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{port}
+exporters:
+  otlphttp:
+    endpoint: {backend}
+    compresion: none
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlphttp]
+"""
+
+
+def test_invalid_collector_config_fails_open_with_one_clear_error_line():
+    with deployment(config_text=INVALID_CONFIG.format(port=1, backend="http://127.0.0.1:1"),
+                    env={"E2E_EXPORT_TIMEOUT": "0.5"}) as dep:
+        # When the function is invoked with a collector config that has a misspelt key
+        results = [dep.invoke_when_idle({"count": False})[0] for _ in range(2)]
+        # Then it still answers
+        assert [r.status for r in results] == [200, 200]
+        assert [r.json()["requestId"] for r in results] == [
+            rec["requestId"] for rec in dep.emulator.wait_records(2)
+        ]
+        # And one line says what is wrong, with the key path and the file line
+        errors = dep.companion_lines("ERROR")
+        assert len(errors) == 1
+        assert "collector config rejected" in errors[0]
+        assert f"exporters::otlphttp::compresion ({dep.config_path}:9): unknown key" in errors[0]
+        assert "the function keeps serving" in errors[0]
+        # And the collector is not started again and again
+        assert dep.companion_lines("restart") == []
+
+
+def test_invalid_collector_config_with_strict_init_fails_init_with_an_extension_error():
+    with deployment(config_text=INVALID_CONFIG.format(port=1, backend="http://127.0.0.1:1"),
+                    env={"AFTERFLUSH_STRICT_INIT": "true"}) as dep:
+        result, _ = dep.invoke_when_idle({"count": False})
+        # Then init failed because of the extension, and the caller got that error
+        assert result.json() == {
+            "errorType": "Extension.InitError",
+            "errorMessage": "extension afterflush failed to initialize: Extension.ConfigInvalid",
+        }
+        [init] = dep.emulator.records("init")
+        assert (init["status"], init["errorType"]) == ("failure", "Extension.InitError")
+        [line] = dep.companion_lines("failing init")
+        assert f"exporters::otlphttp::compresion ({dep.config_path}:9): unknown key" in line
+
+
+def test_with_a_hanging_backend_every_invocation_completes_within_a_2s_timeout():
+    # Given a backend that never answers and a 2 s function timeout
+    with deployment(timeout=2.0) as dep:
+        dep.backend.request("POST", "/_control", {"fault": {"hang": True}})
+        results = [dep.invoke_when_idle()[0] for _ in range(3)]
+        records = dep.emulator.wait_records(3)
+        # Then every invocation succeeded: the drains ended before the function's deadline
+        assert [r.status for r in results] == [200, 200, 200]
+        assert [r["status"] for r in records] == ["success"] * 3
+        # And the stuck backend is one warning line, not one per invocation
+        [warning] = dep.companion_lines("drain (invoke) incomplete")
+        assert "still buffered 5 spans, 1 points, 1 log records" in warning
+
+
+def test_what_cannot_be_sent_by_shutdown_is_written_to_stdout_and_counted():
+    with deployment(env={"AFTERFLUSH_DRAIN_TIMEOUT": "300ms"}) as dep:
+        dep.backend.request("POST", "/_control", {"fault": {"hang": True}})
+        rid = dep.invoke_when_idle()[0].json()["requestId"]
+        dep.emulator.wait_records(1)
+        # When the environment shuts down with the backend still hanging
+        assert dep.emulator.stop() == 0
+        # Then what remained was spilled as OTLP JSON lines and counted
+        [summary] = dep.companion_lines("shutdown (spindown)")
+        assert "spilled to stdout 5 spans, 1 points, 1 log records" in summary
+        spilled = [line for line in dep.emulator.output.lines() if rid in line and "resourceSpans" in line]
+        assert len(spilled) == 1
         assert not [line for line in dep.emulator.output.lines() if "killed extension" in line]

@@ -312,7 +312,7 @@ async def test_invalid_config_fails_open_with_one_line_naming_key_paths_and_line
     # When the collector rejects its config
     await fake_lambda.wait_next_calls(1)
     # Then one error line carries every problem with its key path and line
-    [line] = running.log.matching("collector config invalid")
+    [line] = running.log.matching("collector config rejected")
     assert "exporters::otlphttp::endpoint (config.yaml:7): must be an http(s) URL" in line
     assert "processors::flushcontrol::max_buffer_size_mib (config.yaml:12): must be > 0" in line
     assert "the function keeps serving" in line

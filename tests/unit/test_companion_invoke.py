@@ -254,6 +254,6 @@ async def test_strict_init_turns_an_invalid_config_into_an_init_error() -> None:
     assert await companion.run() == 1
     assert api.errors == [("init", "Extension.ConfigInvalid")]
     assert (
-        "[afterflush] ERROR collector config invalid (AFTERFLUSH_STRICT_INIT=true): "
+        "[afterflush] ERROR collector config rejected (AFTERFLUSH_STRICT_INIT=true): "
         "a::b (c.yaml:3): bad; failing init"
     ) in out.getvalue()

@@ -16,7 +16,7 @@ from companion._log import DEBUG, INFO, Logger
 from companion._main import collector_env, parse_name
 from companion._report import DrainReporter, describe_reply
 from companion._settings import Settings
-from companion._supervisor import Backoff, describe_exit, message_of
+from companion._supervisor import Backoff, describe_exit, message_of, summarize_output
 from companion._telemetry import RuntimeDoneTracker, handle_batch
 
 T0 = 1_795_000_000.25  # a fixed wall clock for log timestamps
@@ -192,6 +192,14 @@ def test_a_recurring_problem_is_one_line_then_folded_then_repeated_with_a_count(
     ]
 
 
+def test_problems_that_differ_only_in_numbers_are_folded_together() -> None:
+    out = io.StringIO()
+    reporter = DrainReporter(Logger(out), clock=FakeClock())
+    reporter.drained("invoke", reply(buffered=1, complete=False, last_error="no answer within 1.73s"))
+    reporter.drained("invoke", reply(buffered=2, complete=False, last_error="no answer within 1.74s"))
+    assert len(out.getvalue().splitlines()) == 1
+
+
 def test_a_different_problem_gets_its_own_line() -> None:
     out = io.StringIO()
     reporter = DrainReporter(Logger(out), clock=FakeClock())
@@ -254,6 +262,19 @@ def test_collector_output_lines_are_read_as_text_or_json_messages() -> None:
     assert message_of("  plain line \n") == "plain line"
     assert message_of('{"level": "ERROR", "message": "a::b (c.yaml:3): bad"}') == "a::b (c.yaml:3): bad"
     assert message_of("{not json") == "{not json"
+
+
+def test_config_errors_read_as_one_line() -> None:
+    lines = [
+        "[afterflush collector] ERROR invalid config (2 problems):\n",
+        "  a::b (/opt/c.yaml:3): must be > 0\n",
+        "  x::y (/opt/c.yaml:9): unknown key\n",
+        "\n",
+    ]
+    assert summarize_output(lines) == (
+        "invalid config (2 problems): a::b (/opt/c.yaml:3): must be > 0; "
+        "x::y (/opt/c.yaml:9): unknown key"
+    )
 
 
 # --- command line and the collector's environment ----------------------------------------------
