@@ -157,6 +157,11 @@ class Tasks:
             task.cancel()
 
 
+def _hostport(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _write_ready(path: Path, doc: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc))
@@ -190,13 +195,13 @@ async def serve(config: Config, console: Console) -> int:
         try:
             api_sock = bind(*config.runtime_api)
         except OSError as exc:
-            console.info(f"cannot listen on --runtime-api {config.runtime_api}: {exc.strerror}")
+            console.info(f"cannot listen on --runtime-api {_hostport(config.runtime_api)}: {exc.strerror}")
             return 1
         try:
             door_sock = bind(*config.listen)
         except OSError as exc:
             api_sock.close()
-            console.info(f"cannot listen on --listen {config.listen}: {exc.strerror}")
+            console.info(f"cannot listen on --listen {_hostport(config.listen)}: {exc.strerror}")
             return 1
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()

@@ -103,3 +103,18 @@ def test_bad_command_line_is_one_clear_line(args: list[str], message: str) -> No
                           text=True, timeout=30)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [message]
+
+
+def test_busy_port_is_one_clear_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "emulator", "--opt", ".", "--task", ".", "--handler", "a.b",
+             "--listen", f"127.0.0.1:{port}", "--runtime-api", "127.0.0.1:0"],
+            cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"emulator: cannot listen on --listen 127.0.0.1:{port}: Address already in use"]
