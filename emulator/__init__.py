@@ -1,0 +1,2 @@
+"""A local Lambda execution environment (python -m emulator): Runtime, Extensions and Telemetry
+APIs, freeze, timeouts, shutdown and Lambda's resource sizing, for tests, the benchmark and make run."""

@@ -53,7 +53,7 @@ class Config:
         return Path("/var/task") if self.isolate else self.task_dir
 
 
-def _python_version(runtime_python: str) -> str:
+def python_version(runtime_python: str) -> str:
     if runtime_python == sys.executable:
         return f"{sys.version_info.major}.{sys.version_info.minor}"
     name = Path(runtime_python).name
@@ -74,7 +74,7 @@ def _runtime_dir(runtime_python: str) -> str:
 
 def function_environment(config: Config, runtime_api: str, base: Mapping[str, str]) -> dict[str, str]:
     """The runtime's environment: a clean Lambda-like set plus the function's own variables."""
-    version = _python_version(config.runtime_python)
+    version = python_version(config.runtime_python)
     opt = config.visible_opt
     task = config.visible_task
     path = ":".join(
@@ -112,7 +112,7 @@ def function_environment(config: Config, runtime_api: str, base: Mapping[str, st
 
 def runtime_pythonpath(config: Config, env: Mapping[str, str]) -> str:
     """Lambda's search path for Python: the task, then the layer's python directories."""
-    version = _python_version(config.runtime_python)
+    version = python_version(config.runtime_python)
     opt = config.visible_opt
     parts = [
         str(config.visible_task),

@@ -379,7 +379,7 @@ class Environment:
         self._telemetry.emit(p.T_INIT_START, {
             "initializationType": "on-demand",
             "phase": "init",
-            "runtimeVersion": f"python:{c._python_version(cfg.runtime_python)}.emulator",
+            "runtimeVersion": f"python:{c.python_version(cfg.runtime_python)}.emulator",
             "functionName": cfg.function_name,
             "functionVersion": c.FUNCTION_VERSION,
         })

@@ -1,6 +1,5 @@
-"""Starting the environment's processes (extensions and the runtime) and watching them.
-Each process gets its own process group, joins the sandbox before it runs, and has its output
-read line by line (stdout and stderr merged, as Lambda does) for the logs and the Telemetry API."""
+"""Starting the environment's processes (extensions, runtime) in the sandbox and watching them:
+their own process group, exit notification, and their merged output read line by line."""
 
 from __future__ import annotations
 

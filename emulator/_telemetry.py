@@ -1,6 +1,5 @@
-"""The Telemetry API: subscription validation, per-subscriber buffering, delivery with retry.
-Events are batched by each subscriber's buffering settings, held while the environment is
-frozen, and POSTed as JSON arrays to the subscriber's listener inside the environment."""
+"""The Telemetry API: subscription validation, per-subscriber batching by its buffering settings,
+and delivery as POSTed JSON arrays to listeners in the environment, held while frozen, retried."""
 
 from __future__ import annotations
 
