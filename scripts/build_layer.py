@@ -1,0 +1,583 @@
+"""Builds the afterflush Lambda layer zips, one per architecture, for Python 3.11 to 3.14.
+Shared by `make layer` and Dockerfile.layer; needs only the standard library and pip.
+
+The zip holds (paths relative to /opt):
+  extensions/afterflush, otel-instrument, otel-handler    the launcher and exec wrappers
+  afterflush/launch.py                                     picks the packages for the interpreter
+  afterflush/lib/common/                                   collector, companion, pure-Python deps
+  afterflush/lib/python3.X/                                their compiled deps for Python 3.X
+  collector-config/config.yaml, collector-config/honeycomb.yaml
+  python/                                                  the function's SDK (pure Python)
+  python/lib/python3.X/site-packages/                      its compiled deps for Python 3.X
+
+Wheels are resolved by pip for each (side, architecture, Python version) with the pins in
+layer/requirements/constraints.txt, cached under .layer-build/, and unpacked straight into
+the zip: sorted entries, fixed timestamps and modes, no bytecode, so the same inputs give the
+same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYER_SOURCE = ROOT / "layer"
+REQUIREMENTS_DIR = LAYER_SOURCE / "requirements"
+FUNCTION_REQUIREMENTS = REQUIREMENTS_DIR / "function.txt"
+CONSTRAINTS = REQUIREMENTS_DIR / "constraints.txt"
+PYPROJECT = ROOT / "pyproject.toml"
+CONFIG_FILES = {
+    "collector-config/config.yaml": ROOT / "config" / "collector.yaml",
+    "collector-config/honeycomb.yaml": ROOT / "config" / "examples" / "honeycomb.yaml",
+}
+# Our own packages, copied from the source tree into afterflush/lib/common.
+OUR_PACKAGES = ("collector", "companion")
+
+PYTHON_VERSIONS = ("3.11", "3.12", "3.13", "3.14")
+ARCHITECTURES = ("x86_64", "arm64")
+# glibc of the Lambda OS each runtime runs on: python3.11 on Amazon Linux 2 (2.26),
+# python3.12 and later on Amazon Linux 2023 (2.34).
+GLIBC = {"3.11": 26, "3.12": 34, "3.13": 34, "3.14": 34}
+MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}
+# ELF e_machine values, for checking that a compiled file is for the architecture.
+ELF_MACHINE = {"x86_64": 62, "arm64": 183}
+
+EXECUTABLES = frozenset({"extensions/afterflush", "otel-instrument", "otel-handler"})
+EXECUTABLE_MODE = 0o755
+FILE_MODE = 0o644
+# 1980-01-01, the earliest time a zip entry can carry.
+ZIP_EPOCH = 315532800
+# Bumped when the way wheels become zip entries changes, so that cached resolutions stay valid
+# but a layer is never mistaken for one built differently.
+LAYOUT_VERSION = 1
+
+FUNCTION_SIDE = "function"
+AFTERFLUSH_SIDE = "afterflush"
+SIDES = (FUNCTION_SIDE, AFTERFLUSH_SIDE)
+
+
+class BuildError(Exception):
+    """A build problem, reported as one line."""
+
+
+# ---------------------------------------------------------------------------- resolution
+
+
+@dataclass(frozen=True)
+class Target:
+    side: str
+    arch: str
+    python: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.side}-{self.arch}-py{self.python}"
+
+    def pip_platform_args(self) -> list[str]:
+        cp = "cp" + self.python.replace(".", "")
+        platforms = [arg for tag in manylinux_tags(self.arch, GLIBC[self.python])
+                     for arg in ("--platform", tag)]
+        return [
+            "--only-binary=:all:",
+            "--implementation", "cp",
+            "--python-version", self.python,
+            "--abi", cp, "--abi", "abi3", "--abi", "none",
+            *platforms,
+        ]
+
+
+def manylinux_tags(arch: str, glibc_minor: int) -> list[str]:
+    """Every manylinux tag a system with glibc 2.`glibc_minor` runs, newest first: pip does
+    not widen a --platform manylinux_2_Y tag to the older ones by itself."""
+    machine = MACHINE[arch]
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(glibc_minor, 4, -1)]
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    return tags + [f"{name}_{machine}" for minor, name in legacy.items() if minor <= glibc_minor]
+
+
+def afterflush_requirements() -> list[str]:
+    """The collector's and companion's runtime dependencies: pyproject's [project].dependencies."""
+    with PYPROJECT.open("rb") as stream:
+        project = tomllib.load(stream)["project"]
+    return [str(req) for req in project["dependencies"]]
+
+
+def requirements_for(side: str) -> list[str]:
+    if side == AFTERFLUSH_SIDE:
+        return afterflush_requirements()
+    return [
+        line.split("#", 1)[0].strip()
+        for line in FUNCTION_REQUIREMENTS.read_text().splitlines()
+        if line.split("#", 1)[0].strip()
+    ]
+
+
+def resolution_key(target: Target) -> str:
+    """Changes whenever anything that decides which wheels `target` gets changes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(
+        {
+            "requirements": requirements_for(target.side),
+            "constraints": CONSTRAINTS.read_text(),
+            "pip": target.pip_platform_args(),
+        },
+        sort_keys=True,
+    ).encode())
+    return digest.hexdigest()[:16]
+
+
+def pip_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    # Local wheel directories must not stand in for the index: the pins name index files.
+    env.pop("PIP_FIND_LINKS", None)
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["PIP_NO_INPUT"] = "1"
+    return env
+
+
+def pip_download(target: Target, pool: Path, pip_cache: Path) -> list[str]:
+    """Downloads the wheels `target` needs into `pool`; returns their file names."""
+    with tempfile.TemporaryDirectory(prefix=f"{target.key}-", dir=pool.parent) as tmp:
+        requirements = Path(tmp) / "requirements.txt"
+        requirements.write_text("\n".join(requirements_for(target.side)) + "\n")
+        dest = Path(tmp) / "wheels"
+        command = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--progress-bar", "off",
+            "--cache-dir", str(pip_cache), "--dest", str(dest),
+            *target.pip_platform_args(),
+            "-r", str(requirements), "-c", str(CONSTRAINTS),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, env=pip_environment())
+        if done.returncode != 0:
+            detail = _last_error_line(done.stderr or done.stdout)
+            raise BuildError(f"pip could not get the wheels for {target.key}: {detail}")
+        names = sorted(p.name for p in dest.iterdir())
+        not_wheels = [n for n in names if not n.endswith(".whl")]
+        if not_wheels:
+            raise BuildError(f"{target.key}: only wheels can go into the layer, got {not_wheels}")
+        for name in names:
+            if not (pool / name).exists():
+                shutil.move(str(dest / name), pool / name)
+        return names
+
+
+def _last_error_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    return (errors or lines or ["no output"])[-1]
+
+
+def check_pinned(resolved: Mapping[str, Sequence[str]]) -> None:
+    """Every wheel a build uses must be pinned, or the same inputs could give other bytes."""
+    pins = read_pins(CONSTRAINTS.read_text())
+    for key, names in resolved.items():
+        for name in names:
+            dist, version = wheel_name_version(name)
+            if pins.get(dist) != version:
+                raise BuildError(
+                    f"{key}: {dist} {version} is not pinned in "
+                    f"{CONSTRAINTS.relative_to(ROOT)}; add '{dist}=={version}' "
+                    "(or run scripts/build_layer.py --lock)"
+                )
+
+
+def read_pins(text: str) -> dict[str, str]:
+    pins = {}
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, version = line.partition("==")
+        if not sep:
+            raise BuildError(f"{CONSTRAINTS.name}: '{line}' is not a name==version pin")
+        pins[normalize(name)] = version.split(";", 1)[0].strip()
+    return pins
+
+
+def normalize(name: str) -> str:
+    return "-".join(name.replace("_", "-").replace(".", "-").lower().split("-"))
+
+
+def wheel_name_version(filename: str) -> tuple[str, str]:
+    parts = filename[: -len(".whl")].split("-")
+    return normalize(parts[0]), parts[1]
+
+
+def resolve(
+    targets: Sequence[Target], cache: Path, *, log: Logger, jobs: int = 4
+) -> dict[str, list[str]]:
+    """The wheel file names of every target; a target whose inputs did not change since it was
+    last resolved comes from the cache, without pip."""
+    pool = cache / "wheels"
+    records = cache / "resolved"
+    pool.mkdir(parents=True, exist_ok=True)
+    records.mkdir(parents=True, exist_ok=True)
+    resolved: dict[str, list[str]] = {}
+    missing = []
+    for target in targets:
+        record = records / f"{target.key}-{resolution_key(target)}.json"
+        names = json.loads(record.read_text()) if record.exists() else None
+        if names is not None and all((pool / name).exists() for name in names):
+            resolved[target.key] = names
+        else:
+            missing.append(target)
+    if not missing:
+        log.step(f"wheels: {len(targets)} targets resolved before, taken from {cache.name}/")
+        return resolved
+    log.step(f"wheels: resolving {len(missing)} targets with pip (cached under {cache.name}/)")
+    started = time.monotonic()
+    fresh: dict[str, list[str]] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as executor:
+        futures = {executor.submit(pip_download, t, pool, cache / "pip-cache"): t for t in missing}
+        for future in concurrent.futures.as_completed(futures):
+            fresh[futures[future].key] = future.result()
+    check_pinned(fresh)
+    for target in missing:
+        record = records / f"{target.key}-{resolution_key(target)}.json"
+        partial = record.with_name(record.name + ".partial")
+        partial.write_text(json.dumps(fresh[target.key], indent=1) + "\n")
+        partial.replace(record)
+    log.step(f"wheels: resolved in {time.monotonic() - started:.1f}s")
+    return {**resolved, **fresh}
+
+
+def lock(cache: Path, *, log: Logger) -> None:
+    """Rewrites the constraints file with what pip picks today for every architecture and
+    Python version. Both sides are resolved together so that the pins agree."""
+    versions: dict[str, set[str]] = {}
+    both = [*requirements_for(FUNCTION_SIDE), *requirements_for(AFTERFLUSH_SIDE)]
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        requirements = Path(tmp) / "requirements.txt"
+        requirements.write_text("\n".join(both) + "\n")
+        for arch in ARCHITECTURES:
+            for python in PYTHON_VERSIONS:
+                target = Target("all", arch, python)
+                report = Path(tmp) / f"{target.key}.json"
+                command = [
+                    sys.executable, "-m", "pip", "install", "--quiet", "--dry-run",
+                    "--ignore-installed", "--target", str(Path(tmp) / "target"),
+                    "--report", str(report), *target.pip_platform_args(),
+                    "-r", str(requirements),
+                ]
+                done = subprocess.run(
+                    command, capture_output=True, text=True, env=pip_environment()
+                )
+                if done.returncode != 0:
+                    raise BuildError(f"{target.key}: {_last_error_line(done.stderr)}")
+                for item in json.loads(report.read_text())["install"]:
+                    meta = item["metadata"]
+                    versions.setdefault(normalize(meta["name"]), set()).add(meta["version"])
+                log.step(f"lock: resolved {target.key}")
+    split = {name: sorted(v) for name, v in versions.items() if len(v) > 1}
+    if split:
+        raise BuildError(f"targets disagree on versions, pin these by hand: {split}")
+    header = [
+        "# Every package the layer ships, pinned: the same pins give the same layer.",
+        "# Regenerate with: python scripts/build_layer.py --lock",
+    ]
+    lines = [f"{name}=={next(iter(v))}" for name, v in sorted(versions.items())]
+    CONSTRAINTS.write_text("\n".join(header + lines) + "\n")
+    log.step(f"lock: wrote {len(lines)} pins to {CONSTRAINTS.relative_to(ROOT)}")
+
+
+def all_targets(arches: Iterable[str], versions: Iterable[str]) -> list[Target]:
+    return [Target(side, arch, v) for side in SIDES for arch in arches for v in versions]
+
+
+# ---------------------------------------------------------------------------- assembly
+
+
+@dataclass
+class Entry:
+    data: bytes
+    mode: int
+    origin: str
+
+
+@dataclass
+class Tree:
+    """The layer's files, by path relative to the layer root."""
+
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    def add(self, path: str, data: bytes, origin: str, mode: int = FILE_MODE) -> None:
+        existing = self.entries.get(path)
+        if existing is not None and existing.data != data:
+            raise BuildError(f"{path} comes from both {existing.origin} and {origin}")
+        self.entries[path] = Entry(data, mode, origin)
+
+    def unpacked_size(self) -> int:
+        return sum(len(e.data) for e in self.entries.values())
+
+
+def skipped(path: PurePosixPath) -> bool:
+    """Bytecode, tests and install records are not part of the layer."""
+    parts = path.parts
+    if "__pycache__" in parts or path.suffix in (".pyc", ".pyo"):
+        return True
+    # Test suites shipped inside packages: directories named tests/test below a package.
+    if any(part in ("tests", "test") for part in parts[1:-1]):
+        return True
+    if path.name.startswith("test_") and path.suffix == ".py":
+        return True
+    return len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] in (
+        "RECORD", "RECORD.jws", "RECORD.p7s", "INSTALLER", "REQUESTED", "direct_url.json"
+    )
+
+
+def wheel_entries(wheel: Path) -> Iterator[tuple[str, bytes]]:
+    """The files a wheel installs into site-packages, as (relative path, content)."""
+    with zipfile.ZipFile(wheel) as archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            path = PurePosixPath(info.filename)
+            head = path.parts[0]
+            if head.endswith(".data"):
+                # purelib/platlib go to site-packages; scripts, headers and data are not needed.
+                if len(path.parts) < 3 or path.parts[1] not in ("purelib", "platlib"):
+                    continue
+                path = PurePosixPath(*path.parts[2:])
+            if skipped(path):
+                continue
+            yield str(path), archive.read(info)
+
+
+def source_entries(directory: Path, prefix: str) -> Iterator[tuple[str, bytes]]:
+    for path in sorted(directory.rglob("*")):
+        relative = PurePosixPath(path.relative_to(directory).as_posix())
+        if path.is_file() and not skipped(PurePosixPath(prefix, relative)):
+            yield str(PurePosixPath(prefix, relative)), path.read_bytes()
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where each wheel of one side goes: shared by every Python version or per version."""
+
+    shared: tuple[str, ...]
+    per_version: Mapping[str, tuple[str, ...]]
+
+
+def place(wheels: Mapping[str, Sequence[str]]) -> Placement:
+    """A wheel every version uses (pure Python or abi3) is stored once."""
+    sets = [set(names) for names in wheels.values()]
+    shared = set.intersection(*sets) if sets else set()
+    return Placement(
+        shared=tuple(sorted(shared)),
+        per_version={v: tuple(sorted(set(n) - shared)) for v, n in wheels.items()},
+    )
+
+
+def assemble(
+    arch: str, versions: Sequence[str], resolved: Mapping[str, Sequence[str]], pool: Path
+) -> Tree:
+    tree = Tree()
+
+    def add_wheels(names: Iterable[str], prefix: str) -> None:
+        for name in names:
+            for path, data in wheel_entries(pool / name):
+                tree.add(f"{prefix}/{path}", data, name)
+
+    function_wheels = {v: resolved[Target(FUNCTION_SIDE, arch, v).key] for v in versions}
+    function = place(function_wheels)
+    add_wheels(function.shared, "python")
+    for v in versions:
+        add_wheels(function.per_version[v], f"python/lib/python{v}/site-packages")
+
+    # A compiled wheel both sides use (grpcio) is stored once, on the function side; the
+    # launcher puts that one directory after ours on the companion's path.
+    afterflush_wheels = {
+        v: [n for n in resolved[Target(AFTERFLUSH_SIDE, arch, v).key]
+            if n not in function.per_version[v]]
+        for v in versions
+    }
+    ours = place(afterflush_wheels)
+    add_wheels(ours.shared, "afterflush/lib/common")
+    for v in versions:
+        add_wheels(ours.per_version[v], f"afterflush/lib/python{v}")
+    for package in OUR_PACKAGES:
+        for path, data in source_entries(ROOT / package, f"afterflush/lib/common/{package}"):
+            tree.add(path, data, package)
+
+    for path, data in source_entries(LAYER_SOURCE, ""):
+        if path.startswith("requirements/"):
+            continue
+        tree.add(path.lstrip("/"), data, "layer/", EXECUTABLE_MODE if path in EXECUTABLES else FILE_MODE)
+    for path, source in CONFIG_FILES.items():
+        tree.add(path, source.read_bytes(), str(source.relative_to(ROOT)))
+    missing = sorted(EXECUTABLES - tree.entries.keys())
+    if missing:
+        raise BuildError(f"layer/ lacks {missing}")
+    check_architecture(tree, arch)
+    return tree
+
+
+def check_architecture(tree: Tree, arch: str) -> None:
+    """Catches a wheel for the wrong machine before it reaches a function."""
+    for path, entry in tree.entries.items():
+        if entry.data[:4] == b"\x7fELF":
+            machine = int.from_bytes(entry.data[18:20], "little")
+            if machine != ELF_MACHINE[arch]:
+                raise BuildError(f"{path} (from {entry.origin}) is not an {arch} binary")
+
+
+def zip_timestamp() -> tuple[int, int, int, int, int, int]:
+    epoch = max(int(os.environ.get("SOURCE_DATE_EPOCH", ZIP_EPOCH)), ZIP_EPOCH)
+    t = time.gmtime(epoch)
+    return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec - t.tm_sec % 2)
+
+
+def write_zip(tree: Tree, destination: Path) -> None:
+    """Writes the zip atomically: sorted entries, one timestamp, fixed modes."""
+    stamp = zip_timestamp()
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as out:
+        for path in sorted(tree.entries):
+            entry = tree.entries[path]
+            info = zipfile.ZipInfo(path, date_time=stamp)
+            info.create_system = 3  # unix, so that the modes below are honoured
+            info.external_attr = (stat.S_IFREG | entry.mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(info, entry.data)
+    partial.replace(destination)
+
+
+def unpack(archive: Path, destination: Path) -> None:
+    """Extracts a layer zip keeping its file modes (zipfile.extractall drops them)."""
+    with zipfile.ZipFile(archive) as source:
+        for info in source.infolist():
+            target = destination / info.filename
+            if not target.resolve().is_relative_to(destination.resolve()):
+                raise BuildError(f"{archive.name}: entry {info.filename} leaves the layer")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read(info))
+            mode = (info.external_attr >> 16) & 0o777
+            target.chmod(mode or FILE_MODE)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+class Logger:
+    def __init__(self, quiet: bool) -> None:
+        self._quiet = quiet
+
+    def step(self, message: str) -> None:
+        if not self._quiet:
+            print(f"[layer] {message}", flush=True)
+
+
+def host_arch() -> str:
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        return "x86_64"
+    if machine in ("aarch64", "arm64"):
+        return "arm64"
+    raise BuildError(f"no Lambda architecture matches this machine ({machine}); use --arch")
+
+
+def zip_name(arch: str) -> str:
+    return f"afterflush-python-{arch}.zip"
+
+
+def mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def build(
+    arches: Sequence[str],
+    versions: Sequence[str],
+    out: Path,
+    cache: Path,
+    *,
+    log: Logger,
+) -> dict[str, Path]:
+    """Builds one zip per architecture into `out`; returns them by architecture."""
+    started = time.monotonic()
+    cache.mkdir(parents=True, exist_ok=True)
+    resolved = resolve(all_targets(arches, versions), cache, log=log)
+    built = {}
+    for arch in arches:
+        tree = assemble(arch, versions, resolved, cache / "wheels")
+        destination = out / zip_name(arch)
+        write_zip(tree, destination)
+        built[arch] = destination
+        log.step(
+            f"{destination.name}: {mib(destination.stat().st_size)} zipped, "
+            f"{mib(tree.unpacked_size())} unzipped, {len(tree.entries)} files"
+        )
+    log.step(f"done in {time.monotonic() - started:.1f}s")
+    return built
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="build_layer.py", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--arch", default="all", choices=["all", "host", *ARCHITECTURES],
+        help="architectures to build (default: all)",
+    )
+    parser.add_argument(
+        "--python", default=",".join(PYTHON_VERSIONS),
+        help="comma-separated Python versions (default: %(default)s)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where the zips go")
+    parser.add_argument(
+        "--cache", type=Path, default=ROOT / ".layer-build", help="wheel cache (git-ignored)"
+    )
+    parser.add_argument("--unpack", type=Path, help="also unpack the (single) zip here")
+    parser.add_argument("--lock", action="store_true", help="re-pin the constraints file")
+    parser.add_argument("--quiet", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    log = Logger(args.quiet)
+    try:
+        if args.lock:
+            args.cache.mkdir(parents=True, exist_ok=True)
+            lock(args.cache, log=log)
+            return 0
+        arches = list(ARCHITECTURES) if args.arch == "all" else [
+            host_arch() if args.arch == "host" else args.arch
+        ]
+        versions = [v.strip() for v in args.python.split(",") if v.strip()]
+        unknown = [v for v in versions if v not in PYTHON_VERSIONS]
+        if unknown or not versions:
+            raise BuildError(f"--python: choose from {', '.join(PYTHON_VERSIONS)}")
+        built = build(arches, versions, args.out, args.cache, log=log)
+        if args.unpack is not None:
+            if len(built) != 1:
+                raise BuildError("--unpack needs a single --arch")
+            if args.unpack.exists():
+                shutil.rmtree(args.unpack)
+            unpack(next(iter(built.values())), args.unpack)
+            log.step(f"unpacked into {args.unpack}")
+    except BuildError as exc:
+        print(f"[layer] error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
