@@ -183,8 +183,13 @@ class Companion:
             self.invocations += 1
             try:
                 await self._on_invoke(event)
+            except asyncio.CancelledError as exc:
+                if _being_cancelled():
+                    raise
+                self._log.error(f"INVOKE {event.request_id} not handled: {exc!r}")
             except Exception as exc:
-                # Whatever went wrong, Lambda gets its next call: the function must not wait.
+                # Whatever went wrong, Lambda gets its next call: the function must not wait,
+                # and an extension that exits resets the environment.
                 self._log.error(f"INVOKE {event.request_id} not handled: {exc!r}")
 
     async def _on_invoke(self, event: InvokeEvent) -> None:
@@ -224,6 +229,13 @@ class Companion:
         except TimeoutError:
             self._reporter.failed(reason, f"no answer within {budget * 1000:.0f} ms")
             return None
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+            # gRPC ends calls on a channel closed under them (the supervisor closes it when
+            # the collector dies) with CancelledError; that is a failed drain, not our end.
+            self._reporter.failed(reason, "the collector went away during the call")
+            return None
         except Exception as exc:
             self._reporter.failed(reason, str(exc) or repr(exc))
             return None
@@ -261,3 +273,10 @@ class Companion:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task itself is being cancelled (not merely handed a CancelledError
+    by a library)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -3,6 +3,7 @@ clock: when to drain, with which deadline, and what never stops it."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ NOW = 1_800_000_000.0
 class FakeControl:
     drains: list[dict[str, Any]] = field(default_factory=list)
     fail: bool = False
+    channel_closed: bool = False
 
     async def drain(self, *, timeout: float, request_id: str = "", reason: str = "manual",
                     spill_remaining: bool = False) -> control_pb2.DrainReply:
@@ -39,6 +41,9 @@ class FakeControl:
                             "spill": spill_remaining})
         if self.fail:
             raise ControlError("Drain on unix:///x failed: UNAVAILABLE: gone")
+        if self.channel_closed:
+            # What grpc.aio raises in a call whose channel is closed under it.
+            raise asyncio.CancelledError()
         return control_pb2.DrainReply(traces=control_pb2.SignalCounts(exported=4), complete=True)
 
 
@@ -177,6 +182,34 @@ async def test_a_failed_drain_is_reported_and_does_not_raise() -> None:
         "[afterflush] WARNING drain (next-invoke) failed: "
         "Drain on unix:///x failed: UNAVAILABLE: gone\n"
     )
+
+
+async def test_a_drain_cut_by_its_channel_closing_is_a_failure_not_the_companions_end() -> None:
+    supervisor = FakeSupervisor(control=FakeControl(channel_closed=True))
+    companion, out = make(supervisor=supervisor)
+    companion.mode = Mode.NEXT_INVOKE
+    await companion._on_invoke(invoke("r5", 30))
+    assert out.getvalue() == (
+        "[afterflush] WARNING drain (next-invoke) failed: the collector went away during the call\n"
+    )
+
+
+async def test_the_companion_itself_can_still_be_cancelled_during_a_drain() -> None:
+    entered = asyncio.Event()
+
+    class SlowControl(FakeControl):
+        async def drain(self, **kwargs: Any) -> Any:
+            entered.set()
+            await asyncio.Event().wait()
+
+    companion, _ = make(supervisor=FakeSupervisor(control=SlowControl()))
+    companion.mode = Mode.NEXT_INVOKE
+    task = asyncio.create_task(companion._on_invoke(invoke("r6", 30)))
+    async with asyncio.timeout(5):
+        await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def test_shutdown_drains_with_spill_and_keeps_a_reserve_to_stop_the_collector() -> None:
