@@ -100,7 +100,9 @@ class DrainReporter:
         state = "complete" if reply.complete else "incomplete"
         error = f"; last error: {reply.last_error}" if reply.last_error else ""
         line = f"drain ({reason}) {state} after {took}: {describe_reply(reply)}{error}"
-        key = f"{state}|{_shape(reply.last_error)}|{dropped > 0}"
+        # Keyed on the kind of problem, not the error text: a stuck backend fails each signal's
+        # export in turn, and each would otherwise look like news.
+        key = f"{state}|{dropped > 0}"
         self._problem(key, line)
 
     def failed(self, reason: str, error: str) -> None:

@@ -192,11 +192,19 @@ def test_a_recurring_problem_is_one_line_then_folded_then_repeated_with_a_count(
     ]
 
 
-def test_problems_that_differ_only_in_numbers_are_folded_together() -> None:
+def test_incomplete_drains_with_varying_errors_are_one_problem() -> None:
     out = io.StringIO()
     reporter = DrainReporter(Logger(out), clock=FakeClock())
-    reporter.drained("invoke", reply(buffered=1, complete=False, last_error="no answer within 1.73s"))
-    reporter.drained("invoke", reply(buffered=2, complete=False, last_error="no answer within 1.74s"))
+    reporter.drained("invoke", reply(buffered=1, complete=False, last_error="POST /v1/traces: no answer within 1.73s"))
+    reporter.drained("invoke", reply(buffered=2, complete=False, last_error="POST /v1/logs: no answer within 1.74s"))
+    assert len(out.getvalue().splitlines()) == 1
+
+
+def test_control_failures_differing_only_in_numbers_are_one_problem() -> None:
+    out = io.StringIO()
+    reporter = DrainReporter(Logger(out), clock=FakeClock())
+    reporter.failed("invoke", "no answer within 1732 ms")
+    reporter.failed("invoke", "no answer within 1741 ms")
     assert len(out.getvalue().splitlines()) == 1
 
 
