@@ -1,8 +1,5 @@
 """The afterflush Lambda extension: holds the freeze until the collector has drained.
 
-Run it with `python -m companion [--name NAME]`; `main()` builds the object graph.
+Run it with `python -m companion [--name NAME]`; companion._main.main builds the object graph.
+Nothing is imported here, so that `python -m companion` can register before anything heavy.
 """
-
-from companion._main import main
-
-__all__ = ["main"]

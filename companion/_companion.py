@@ -19,13 +19,12 @@ from companion._lambda_api import (
     Subscription,
 )
 from companion._log import Logger
+from companion._register import EVENTS, REGISTER_TIMEOUT, Registration
 from companion._report import DrainReporter, describe_reply
 from companion._settings import STRICT_INIT_ENV, Settings
 from companion._supervisor import CollectorSupervisor, StartOutcome, describe_exit
 from companion._telemetry import RuntimeDoneTracker, TelemetryListener
 
-EVENTS = ("INVOKE", "SHUTDOWN")
-REGISTER_TIMEOUT = 5.0
 SUBSCRIBE_TIMEOUT = 2.0
 REPORT_ERROR_TIMEOUT = 1.0
 # A drain with less time than this cannot finish; the data waits for the next one.
@@ -66,6 +65,8 @@ class Companion:
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
         started: float | None = None,
+        registration: Registration | None = None,
+        registered_at: float | None = None,
         prewarm: tuple[str, ...] = PREWARM_MODULES,
     ) -> None:
         self._settings = settings
@@ -80,17 +81,23 @@ class Companion:
         self._clock = clock
         self._started = clock() if started is None else started
         self._prewarm_modules = prewarm
+        self._registration = registration
+        self._registered_at = registered_at
         self.mode = Mode.NEXT_INVOKE
         self.invocations = 0
 
     async def run(self) -> int:
-        try:
-            async with asyncio.timeout(REGISTER_TIMEOUT):
-                await self._api.register(self._name, EVENTS)
-        except (LambdaApiError, TimeoutError) as exc:
-            self._log.error(f"cannot register as extension {self._name}: {exc or 'timed out'}")
-            return 1
-        registered = self._clock()
+        if self._registration is not None:
+            self._api.extension_id = self._registration.extension_id
+            registered = self._registered_at if self._registered_at is not None else self._clock()
+        else:
+            try:
+                async with asyncio.timeout(REGISTER_TIMEOUT):
+                    await self._api.register(self._name, EVENTS)
+            except (LambdaApiError, TimeoutError) as exc:
+                self._log.error(f"cannot register as extension {self._name}: {exc or 'timed out'}")
+                return 1
+            registered = self._clock()
         status = 1
         try:
             async with asyncio.TaskGroup() as tasks:

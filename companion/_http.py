@@ -38,14 +38,6 @@ class Request:
 Handler = Callable[[Request], Awaitable[tuple[int, bytes]]]
 
 
-def split_host_port(address: str) -> tuple[str, int]:
-    """("127.0.0.1", 9001) from "127.0.0.1:9001"; "[::1]:9001" for IPv6."""
-    host, sep, port = address.strip().rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f'"{address}" is not host:port')
-    return host.strip("[]"), int(port)
-
-
 async def _read_head(reader: asyncio.StreamReader) -> list[str]:
     try:
         head = await reader.readuntil(b"\r\n\r\n")

@@ -11,14 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from collector.errors import AfterflushError
-from companion._http import HttpError, Response, request, split_host_port
+from companion._http import HttpError, Response, request
+from companion._register import (
+    ACCEPT_FEATURE_HEADER,
+    EXTENSIONS_PATH,
+    ID_HEADER,
+    NAME_HEADER,
+    LambdaApiError,
+    Registration,
+    registration_from,
+    split_host_port,
+)
 
-EXTENSIONS_PATH = "/2020-01-01/extension"
 TELEMETRY_PATH = "/2022-07-01/telemetry"
-NAME_HEADER = "Lambda-Extension-Name"
-ID_HEADER = "Lambda-Extension-Identifier"
-ACCEPT_FEATURE_HEADER = "Lambda-Extension-Accept-Feature"
 ERROR_TYPE_HEADER = "Lambda-Extension-Function-Error-Type"
 TELEMETRY_SCHEMA_VERSION = "2022-12-13"
 # The smallest buffering Lambda accepts: runtimeDone reaches the companion ~25 ms after the
@@ -26,19 +31,7 @@ TELEMETRY_SCHEMA_VERSION = "2022-12-13"
 TELEMETRY_BUFFERING = {"timeoutMs": 25, "maxItems": 1000, "maxBytes": 262144}
 # Telemetry listeners are addressed by this name inside the execution environment.
 SANDBOX_HOSTNAME = "sandbox.localdomain"
-
-
-class LambdaApiError(AfterflushError):
-    """An Extensions or Telemetry API call failed or was refused."""
-
-
-@dataclass(frozen=True)
-class Registration:
-    extension_id: str
-    function_name: str = ""
-    function_version: str = ""
-    handler: str = ""
-    account_id: str = ""
+__all__ = ["LambdaApiError", "Registration"]
 
 
 @dataclass(frozen=True)
@@ -113,31 +106,19 @@ class ExtensionsApi:
             raise LambdaApiError(str(exc)) from exc
 
     async def register(self, name: str, events: Sequence[str]) -> Registration:
+        """The asynchronous twin of companion._register.register, for a companion started
+        from a running loop."""
         response = await self._call(
             "POST",
             f"{EXTENSIONS_PATH}/register",
             {NAME_HEADER: name, ACCEPT_FEATURE_HEADER: "accountId"},
             {"events": list(events)},
         )
-        extension_id = response.headers.get(ID_HEADER.lower(), "")
-        if response.status != 200 or not extension_id:
-            raise LambdaApiError(
-                f"register as {name} refused: {response.status} {_excerpt(response.body)}"
-            )
-        self.extension_id = extension_id
-        try:
-            info = json.loads(response.body or b"{}")
-        except ValueError:
-            info = {}
-        if not isinstance(info, dict):
-            info = {}
-        return Registration(
-            extension_id=extension_id,
-            function_name=str(info.get("functionName", "")),
-            function_version=str(info.get("functionVersion", "")),
-            handler=str(info.get("handler", "")),
-            account_id=str(info.get("accountId", "")),
+        registration = registration_from(
+            response.status, dict(response.headers), response.body, name
         )
+        self.extension_id = registration.extension_id
+        return registration
 
     async def next_event(self) -> Event:
         response = await self._call(

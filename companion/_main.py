@@ -1,27 +1,32 @@
 """Builds the companion's object graph from the command line and the environment, and runs it.
 
 `python -m companion [--name NAME]`: NAME is the extension's file name under /opt/extensions.
+Registration comes first, before asyncio and everything heavier is imported.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
-import collector
-from collector.control import CONTROL_ENDPOINT_ENV, ControlClient
-from companion._companion import Companion
-from companion._lambda_api import ExtensionsApi, LambdaApiError
-from companion._log import Logger
-from companion._settings import RUNTIME_API_ENV, Settings, load_settings, valid_extension_name
-from companion._supervisor import CollectorSupervisor
-from companion._telemetry import RuntimeDoneTracker, TelemetryListener
+from companion._log import ERROR, Logger
+from companion._register import LambdaApiError, Registration, register, valid_extension_name
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+    from companion._companion import Companion
+    from companion._settings import Settings
 
 USAGE = "usage: python -m companion [--name NAME]"
+DEFAULT_NAME = "afterflush"
+# Read here, before the settings module, because registration cannot wait for it.
+RUNTIME_API_ENV = "AWS_LAMBDA_RUNTIME_API"
+EXTENSION_NAME_ENV = "AFTERFLUSH_EXTENSION_NAME"
+LOG_FORMAT_ENV = "AWS_LAMBDA_LOG_FORMAT"
 
 
 def parse_name(argv: Sequence[str]) -> str | None:
@@ -41,6 +46,15 @@ def parse_name(argv: Sequence[str]) -> str | None:
     return name
 
 
+def extension_name(cli_name: str | None, env: Mapping[str, str]) -> str:
+    """--name, else AFTERFLUSH_EXTENSION_NAME when it is a valid name, else "afterflush" (a bad
+    variable is reported with the other settings)."""
+    if cli_name:
+        return cli_name
+    configured = env.get(EXTENSION_NAME_ENV, "").strip()
+    return configured if valid_extension_name(configured) else DEFAULT_NAME
+
+
 def collector_command() -> list[str]:
     """The collector runs on the companion's own interpreter and resolves its config from the
     same environment (OPENTELEMETRY_COLLECTOR_CONFIG_URI, then ..._FILE, then the default)."""
@@ -51,6 +65,9 @@ def collector_env(env: Mapping[str, str], settings: Settings) -> dict[str, str]:
     """The companion's environment plus the control endpoint it chose, and a PYTHONPATH that
     finds the same `collector` package the companion imports (the layer keeps our packages
     off the function's path)."""
+    import collector
+    from collector.control import CONTROL_ENDPOINT_ENV
+
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(collector.__file__ or "")))
     child = dict(env)
     child[CONTROL_ENDPOINT_ENV] = settings.control_endpoint
@@ -70,9 +87,18 @@ def build(
     command: Sequence[str] | None = None,
     output: BinaryIO | None = None,
     started: float | None = None,
+    registration: Registration | None = None,
+    registered_at: float | None = None,
 ) -> Companion:
     """The object graph; `command` and `output` (where the collector's stderr goes) default to
-    the real collector and the companion's stderr."""
+    the real collector and the companion's stderr. Without `registration` the companion
+    registers itself."""
+    from collector.control import ControlClient
+    from companion._companion import Companion
+    from companion._lambda_api import ExtensionsApi
+    from companion._supervisor import CollectorSupervisor
+    from companion._telemetry import RuntimeDoneTracker, TelemetryListener
+
     tracker = RuntimeDoneTracker()
     supervisor = CollectorSupervisor(
         command=command if command is not None else collector_command(),
@@ -92,27 +118,48 @@ def build(
         tracker=tracker,
         log=log,
         started=started,
+        registration=registration,
+        registered_at=registered_at,
     )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     started = time.monotonic()
     environ = dict(os.environ if env is None else env)
+    early_log = Logger(
+        sys.stderr, json_format=environ.get(LOG_FORMAT_ENV, "").strip().upper() == "JSON"
+    )
+    try:
+        name = extension_name(parse_name(sys.argv[1:] if argv is None else argv), environ)
+    except ValueError as exc:
+        early_log.error(f"{exc}; {USAGE}")
+        return 2
+    runtime_api = environ.get(RUNTIME_API_ENV, "").strip()
+    if not runtime_api:
+        early_log.error(f"{RUNTIME_API_ENV} is not set: the companion runs as a Lambda extension")
+        return 1
+    try:
+        registration = register(runtime_api, name)
+    except LambdaApiError as exc:
+        # The one failure that may fail init: Lambda requires registration.
+        early_log.error(f"cannot register as extension {name}: {exc}")
+        return 1
+    registered_at = time.monotonic()
+
+    import asyncio
+
+    from companion._settings import load_settings
+
     settings, problems = load_settings(environ)
     log = Logger(sys.stderr, level=settings.log_level_number, json_format=settings.json_logs)
     for problem in problems:
         log.warning(problem)
     try:
-        name = parse_name(sys.argv[1:] if argv is None else argv) or settings.extension_name
-    except ValueError as exc:
-        log.error(f"{exc}; {USAGE}")
-        return 2
-    if not settings.runtime_api:
-        log.error(f"{RUNTIME_API_ENV} is not set: the companion runs as a Lambda extension")
-        return 1
-    try:
-        companion = build(settings, name, environ, log, started=started)
+        companion = build(
+            settings, name, environ, log, started=started, registration=registration,
+            registered_at=registered_at,
+        )
     except LambdaApiError as exc:
-        log.error(str(exc))
+        log.log(ERROR, str(exc))
         return 1
     return asyncio.run(companion.run())

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from collector.control import CONTROL_ENDPOINT_ENV, DEFAULT_CONTROL_ENDPOINT, socket_path
+from companion._register import valid_extension_name
 
 DRAIN_TIMEOUT_ENV = "AFTERFLUSH_DRAIN_TIMEOUT"
 DEADLINE_MARGIN_ENV = "AFTERFLUSH_DEADLINE_MARGIN"
@@ -30,8 +31,6 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0}
-# Lambda passes the name on to CloudWatch and its own error messages; keep it a plain token.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +136,7 @@ def load_settings(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
 
     name = defaults.extension_name
     if (raw := value(EXTENSION_NAME_ENV)) is not None:
-        if _NAME.match(raw.strip()):
+        if valid_extension_name(raw.strip()):
             name = raw.strip()
         else:
             problems.append(
@@ -168,7 +167,3 @@ def load_settings(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         runtime_api=env.get(RUNTIME_API_ENV, "").strip(),
     )
     return settings, problems
-
-
-def valid_extension_name(name: str) -> bool:
-    return _NAME.match(name) is not None

@@ -4,6 +4,7 @@ registration, readiness, drains after runtimeDone, the fallback, SHUTDOWN, super
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -66,6 +67,22 @@ async def test_registers_under_its_name_for_invoke_and_shutdown_with_account_id(
         "accept_feature": "accountId",
         "body": {"events": ["INVOKE", "SHUTDOWN"]},
     }]
+
+
+async def test_registration_before_the_event_loop_sends_what_lambda_expects(
+    fake_lambda: FakeLambda,
+) -> None:
+    # Given the blocking registration `python -m companion` makes before importing asyncio
+    from companion._register import register
+
+    # When it registers against the Extensions API
+    registration = await asyncio.to_thread(register, fake_lambda.runtime_api, "afterflush")
+    # Then Lambda saw the name, the events and the accountId feature, and the id came back
+    assert fake_lambda.registrations == [{
+        "name": "afterflush", "accept_feature": "accountId",
+        "body": {"events": ["INVOKE", "SHUTDOWN"]},
+    }]
+    assert (registration.extension_id, registration.account_id) == (fake_lambda.extension_id, "123456789012")
 
 
 async def test_subscribes_to_platform_events_with_the_smallest_buffering(

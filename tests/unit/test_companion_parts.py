@@ -10,10 +10,17 @@ import json
 import pytest
 
 from collector.proto import control_pb2
-from companion._http import HttpError, _read_body, split_host_port
+from companion._http import HttpError, _read_body
 from companion._lambda_api import InvokeEvent, LambdaApiError, ShutdownEvent, parse_event
 from companion._log import DEBUG, INFO, Logger
 from companion._main import collector_env, parse_name
+from companion._register import LambdaApiError as RegisterError
+from companion._register import (
+    parse_response,
+    registration_from,
+    split_host_port,
+    valid_extension_name,
+)
 from companion._report import DrainReporter, describe_reply
 from companion._settings import Settings
 from companion._supervisor import Backoff, describe_exit, message_of, summarize_output
@@ -242,6 +249,31 @@ async def test_bodies_are_read_by_length_chunks_or_to_the_end() -> None:
 async def test_a_bad_content_length_is_an_http_error() -> None:
     with pytest.raises(HttpError, match="bad content-length"):
         await _read_body(reader_of(b""), {"content-length": "-1"}, until_eof=False)
+
+
+def test_register_responses_parse_with_length_or_chunks() -> None:
+    plain = b"HTTP/1.1 200 OK\r\nLambda-Extension-Identifier: id-1\r\nContent-Length: 5\r\n\r\n{}   trailing"
+    assert parse_response(plain) == (200, {"lambda-extension-identifier": "id-1", "content-length": "5"}, b"{}   ")
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n"
+    assert parse_response(chunked)[2] == b'{"a":1}'
+    with pytest.raises(RegisterError, match="not an HTTP response"):
+        parse_response(b"garbage")
+
+
+def test_a_registration_carries_the_identifier_and_the_account() -> None:
+    body = b'{"functionName": "fn", "functionVersion": "$LATEST", "handler": "app.h", "accountId": "123"}'
+    registration = registration_from(200, {"lambda-extension-identifier": "id-9"}, body, "afterflush")
+    assert (registration.extension_id, registration.function_name, registration.account_id) == (
+        "id-9", "fn", "123"
+    )
+    with pytest.raises(RegisterError, match="register as afterflush refused: 403 no more extensions"):
+        registration_from(403, {}, b"no more extensions", "afterflush")
+
+
+def test_extension_names_are_plain_file_names() -> None:
+    assert [valid_extension_name(n) for n in ("afterflush", "a.b_c-1", "", "-x", "a/b", "x" * 65)] == [
+        True, True, False, False, False, False
+    ]
 
 
 def test_runtime_api_addresses_split() -> None:
