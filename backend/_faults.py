@@ -34,6 +34,9 @@ class FaultSpec:
     # Answer with this HTTP status (0 = answer normally); gRPC gets grpc_code, or the code
     # OTLP pairs with the status.
     status: int = 0
+    # Answer with one of these HTTP statuses instead, drawn from the seeded RNG for each
+    # request the spec applies to (a mix such as 503s and 429s); empty = use `status`.
+    statuses: tuple[int, ...] = ()
     grpc_code: str = ""
     message: str = ""
     # Seconds for Retry-After (HTTP) and a RetryInfo detail (gRPC); None = send none.
@@ -62,7 +65,13 @@ class FaultSpec:
         unknown = sorted(set(document) - names)
         if unknown:
             raise ValueError(f"unknown fault fields: {', '.join(unknown)}")
-        return cls(**document)
+        fields = dict(document)
+        if "statuses" in fields:
+            statuses = fields["statuses"]
+            if not isinstance(statuses, list) or not all(isinstance(s, int) for s in statuses):
+                raise ValueError("statuses must be a list of HTTP status numbers")
+            fields["statuses"] = tuple(statuses)
+        return cls(**fields)
 
     @property
     def effective_grpc_code(self) -> str:
@@ -98,7 +107,8 @@ class FaultPlan:
     def pick(self, signal: Signal, *, reused: bool = False) -> FaultSpec | None:
         """The spec that applies to this request of `signal`, if any (consumes one of its
         `times` and one draw of the RNG when a probability is set). A close_idle spec
-        applies only to a request on a `reused` connection."""
+        applies only to a request on a `reused` connection. A spec with `statuses` comes back
+        with the one status drawn for this request."""
         key = signal.value if signal.value in self._specs else ALL_SIGNALS
         spec = self._specs.get(key)
         if spec is None or (spec.close_idle and not reused):
@@ -109,4 +119,6 @@ class FaultPlan:
             return None
         if spec.times:
             self._left[key] -= 1
+        if spec.statuses:
+            return dataclasses.replace(spec, status=self._rng.choice(spec.statuses), statuses=())
         return spec

@@ -71,6 +71,10 @@ class Backend:
         # HTTP transports that have carried an answer (for the close_idle fault).
         self._answered: weakref.WeakSet[Any] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[None]] = set()
+        # The pending return of go_down(), which come_up() makes happen at once.
+        self._return: asyncio.Task[None] | None = None
+        # Export requests being handled (read, waiting out latency or hanging, answering).
+        self._in_flight = 0
         self._started = False
         self._stopped = False
 
@@ -106,11 +110,24 @@ class Backend:
         task = asyncio.create_task(self._come_back(seconds))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._return = task
+
+    async def come_up(self) -> None:
+        """Ends a go_down() now: listens again on the same ports (no-op when up)."""
+        task, self._return = self._return, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._runner is None and not self._stopped:
+            await self._listen_again()
 
     async def _come_back(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        if self._stopped:
+        if self._stopped or self._runner is not None:
             return
+        await self._listen_again()
+
+    async def _listen_again(self) -> None:
         try:
             await self._open_listeners()
         except OSError as exc:
@@ -120,6 +137,12 @@ class Backend:
     @property
     def up(self) -> bool:
         return self._runner is not None
+
+    @property
+    def in_flight(self) -> int:
+        """Export requests being handled now: a request whose sender gave up (a cut
+        deadline, a frozen client) may still be recorded when its latency has passed."""
+        return self._in_flight
 
     async def _open_listeners(self) -> None:
         self._listeners_closed = asyncio.Event()
@@ -231,6 +254,10 @@ class Backend:
             while not predicate():
                 await self._changed.wait()
 
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Returns once no export request is being handled; raises TimeoutError."""
+        await self.wait_until(lambda: self._in_flight == 0, timeout)
+
     async def wait_for_requests(
         self, count: int, signal: Signal | None = None, timeout: float = 10.0
     ) -> list[RequestRecord]:
@@ -248,6 +275,14 @@ class Backend:
     # -- OTLP/HTTP ---------------------------------------------------------------------
 
     async def _http_export(self, request: web.Request) -> web.StreamResponse:
+        self._in_flight += 1
+        try:
+            return await self._http_export_counted(request)
+        finally:
+            self._in_flight -= 1
+            self._notify()
+
+    async def _http_export_counted(self, request: web.Request) -> web.StreamResponse:
         signal = Signal(request.match_info["signal"])
         index = self._store.next_request_index()
         received = time.time()
@@ -411,7 +446,12 @@ class Backend:
 
     def _grpc_handler(self, signal: Signal) -> Any:
         async def export(request: bytes, context: Any) -> bytes:
-            return await self._grpc_export(signal, request, context)
+            self._in_flight += 1
+            try:
+                return await self._grpc_export(signal, request, context)
+            finally:
+                self._in_flight -= 1
+                self._notify()
 
         return grpc.method_handlers_generic_handler(
             GRPC_SERVICES[signal],
