@@ -75,6 +75,7 @@ class Backend:
         self._return: asyncio.Task[None] | None = None
         # Export requests being handled (read, waiting out latency or hanging, answering).
         self._in_flight = 0
+        self._hanging = 0
         self._started = False
         self._stopped = False
 
@@ -141,8 +142,9 @@ class Backend:
     @property
     def in_flight(self) -> int:
         """Export requests being handled now: a request whose sender gave up (a cut
-        deadline, a frozen client) may still be recorded when its latency has passed."""
-        return self._in_flight
+        deadline, a frozen client) may still be recorded when its latency has passed.
+        Requests held by the hang fault are not counted: they never record items."""
+        return self._in_flight - self._hanging
 
     async def _open_listeners(self) -> None:
         self._listeners_closed = asyncio.Event()
@@ -256,13 +258,23 @@ class Backend:
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Returns once no export request is being handled; raises TimeoutError."""
-        await self.wait_until(lambda: self._in_flight == 0, timeout)
+        await self.wait_until(lambda: self.in_flight == 0, timeout)
 
     async def wait_for_requests(
         self, count: int, signal: Signal | None = None, timeout: float = 10.0
     ) -> list[RequestRecord]:
         await self.wait_until(lambda: len(self._store.requests(signal)) >= count, timeout)
         return self._store.requests(signal)
+
+    async def _hang(self, record: Callable[[], None]) -> None:
+        """Holds a request until the listeners close; it will never record items, so it is
+        not counted in flight."""
+        self._hanging += 1
+        try:
+            record()
+            await self._listeners_closed.wait()
+        finally:
+            self._hanging -= 1
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -331,8 +343,7 @@ class Backend:
             return self._http_error(400, str(exc), None, False, json_body)
         all_items = items_of(signal, message, received, index)
         if spec is not None and spec.hang:
-            record("hang", items=len(all_items))
-            await self._listeners_closed.wait()
+            await self._hang(lambda: record("hang", items=len(all_items)))
             _abort(transport, reset=True)
             return _unsendable()
         if spec is not None and spec.reset:
@@ -497,8 +508,7 @@ class Backend:
         all_items = items_of(signal, message, received, index)
         spec = self._faults.pick(signal, reused=False)
         if spec is not None and spec.hang:
-            record("hang", items=len(all_items))
-            await self._listeners_closed.wait()
+            await self._hang(lambda: record("hang", items=len(all_items)))
             await context.abort(grpc.StatusCode.UNAVAILABLE, "backend went away")
         if spec is not None and spec.reset:
             record("reset", items=len(all_items))

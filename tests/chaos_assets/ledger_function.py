@@ -9,10 +9,14 @@ LEDGER_PROTOCOL        grpc | http/protobuf
 LEDGER_COLLECTOR_GRPC  host:port of the collector's OTLP/gRPC receiver
 LEDGER_COLLECTOR_HTTP  http://host:port of its OTLP/HTTP receiver
 LEDGER_EXPORT_TIMEOUT  seconds an SDK export may take, retries included (default 0.5)
+LEDGER_REPO            the repository root, for {"status": true}
 
 The event says what to make and what to do then:
   {"spans": 20, "points": 2, "logs": 2, "attr_bytes": 0,
-   "then": "return" | "kill_collector" | "kill_extensions" | "crash" | "hang"}
+   "then": "return" | "kill_collector" | "kill_extensions" | "crash" | "hang",
+   "status": false}
+status asks the collector for its Status (python -m collector ctl status) at the end and writes
+the reply to the ledger file as {"kind": "status", "reply"}.
 kill_collector makes a second, unacknowledged batch after the SIGKILL, as a function that keeps
 working while its collector is gone would.
 """
@@ -248,7 +252,21 @@ def handler(event, context):
     elif then == "hang":
         time.sleep(context.get_remaining_time_in_millis() / 1000 + 5)
     logger_provider.force_flush(int(TIMEOUT * 1000) + 500)
+    if event.get("status"):
+        record({"kind": "status", "reply": collector_status()})
     return {"requestId": rid}
+
+
+def collector_status() -> dict:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.environ["LEDGER_REPO"]}
+    done = subprocess.run(
+        [sys.executable, "-m", "collector", "ctl", "status", "--timeout", "2s"],
+        env=env, capture_output=True, text=True, timeout=10, check=False,
+    )
+    return json.loads(done.stdout) if done.returncode == 0 else {"error": done.stderr.strip()}
 
 
 # Wraps `handler` (named by _HANDLER), the way the layer's wrapper would; it flushes traces and
