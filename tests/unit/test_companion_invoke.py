@@ -113,7 +113,6 @@ def make(settings: Settings | None = None, **parts: Any) -> tuple[Companion, io.
         tracker=parts.get("tracker", RuntimeDoneTracker()),
         log=Logger(out),
         wall=lambda: NOW,
-        prewarm=(),
     )
     return companion, out
 
