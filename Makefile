@@ -21,6 +21,16 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m mypy collector companion emulator backend
 
+# dist/afterflush-python-x86_64.zip and -arm64.zip for Python 3.11-3.14, wheels cached in
+# .layer-build/ (the same script runs in Dockerfile.layer).
+layer: venv
+	$(PY) scripts/build_layer.py
+
+# The sample function with the layer under the emulator, against a backend that answers after
+# 200 ms: afterflush vs. a synchronous pipeline. Flags: make run RUN_ARGS="--latency-ms 500".
+run: venv
+	$(PY) -m scripts.run_demo $(RUN_ARGS)
+
 # Regenerates the committed control-service code from collector/proto.
 proto: venv
 	$(PY) -m collector.proto.generate
