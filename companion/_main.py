@@ -16,6 +16,7 @@ from companion._log import ERROR, Logger
 from companion._register import LambdaApiError, Registration, register, valid_extension_name
 
 if TYPE_CHECKING:
+    import subprocess
     from typing import BinaryIO
 
     from companion._companion import Companion
@@ -89,10 +90,12 @@ def build(
     started: float | None = None,
     registration: Registration | None = None,
     registered_at: float | None = None,
+    first: subprocess.Popen[bytes] | None = None,
+    first_spawned_at: float | None = None,
 ) -> Companion:
     """The object graph; `command` and `output` (where the collector's stderr goes) default to
     the real collector and the companion's stderr. Without `registration` the companion
-    registers itself."""
+    registers itself; `first` is a collector already started."""
     from collector.control import ControlClient
     from companion._companion import Companion
     from companion._lambda_api import ExtensionsApi
@@ -108,6 +111,8 @@ def build(
         ready_timeout=settings.ready_timeout,
         control_factory=ControlClient,
         output=output if output is not None else sys.stderr.buffer,
+        first=first,
+        first_spawned_at=first_spawned_at,
     )
     return Companion(
         settings=settings,
@@ -146,20 +151,36 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 1
     registered_at = time.monotonic()
 
-    import asyncio
-
+    # The collector takes longest to start: it goes next, before asyncio is even imported.
+    from collector.control import socket_path
     from companion._settings import load_settings
+    from companion._spawn import spawn_collector
 
     settings, problems = load_settings(environ)
     log = Logger(sys.stderr, level=settings.log_level_number, json_format=settings.json_logs)
+    command = collector_command()
+    child_env = collector_env(environ, settings)
+    try:
+        first: subprocess.Popen[bytes] | None = spawn_collector(
+            command, child_env, socket_path(settings.control_endpoint)
+        )
+    except OSError:
+        first = None  # the supervisor tries again, and says why
+    spawned_at = time.monotonic()
     for problem in problems:
         log.warning(problem)
+
+    import asyncio
+
     try:
         companion = build(
-            settings, name, environ, log, started=started, registration=registration,
-            registered_at=registered_at,
+            settings, name, environ, log, command=command, started=started,
+            registration=registration, registered_at=registered_at, first=first,
+            first_spawned_at=spawned_at,
         )
     except LambdaApiError as exc:
+        if first is not None:
+            first.kill()
         log.log(ERROR, str(exc))
         return 1
     return asyncio.run(companion.run())

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import stat
 import subprocess
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from typing import Any, BinaryIO, Protocol
 from collector.control import socket_path
 from collector.errors import ControlError
 from companion._log import Logger
+from companion._spawn import spawn_collector
 
 # `python -m collector run` exits with this status when its config is invalid (argparse uses
 # it for bad arguments too): starting it again cannot help.
@@ -125,15 +125,67 @@ def summarize_output(lines: Sequence[str]) -> str:
     return "; ".join(parts)
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: a companion killed outright takes its collector along."""
-    try:
-        import ctypes
+class Child:
+    """A collector process started with subprocess.Popen, watched from the event loop: its
+    exit through a pidfd (a waiting thread where there is none), its stderr as a stream."""
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except Exception:
-        pass  # best effort: Lambda ends every process at shutdown anyway
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.stderr: asyncio.StreamReader | None = None
+        self._exited: asyncio.Future[int] | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self._waiter: asyncio.Task[None] | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    async def attach(self) -> None:
+        """Starts watching; call once, from the loop."""
+        loop = asyncio.get_running_loop()
+        self._exited = loop.create_future()
+        if self.popen.stderr is not None:
+            reader = asyncio.StreamReader(limit=64 * 1024)
+            self._transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), self.popen.stderr
+            )
+            self.stderr = reader
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self._waiter = asyncio.create_task(self._wait_in_thread())
+            return
+        loop.add_reader(fd, self._on_pidfd, loop, fd)
+
+    def _on_pidfd(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        self._set_exit(self.popen.wait())
+
+    async def _wait_in_thread(self) -> None:
+        self._set_exit(await asyncio.to_thread(self.popen.wait))
+
+    def _set_exit(self, code: int) -> None:
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(code)
+
+    async def wait(self) -> int:
+        """The exit status, once the process has exited (any number of waiters)."""
+        assert self._exited is not None, "attach() first"
+        return await asyncio.shield(self._exited)
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.terminate()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.kill()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 class CollectorSupervisor:
@@ -151,7 +203,10 @@ class CollectorSupervisor:
         backoff: Backoff | None = None,
         output: BinaryIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        first: subprocess.Popen[bytes] | None = None,
+        first_spawned_at: float | None = None,
     ) -> None:
+        """`first` is a collector main() already started (at `first_spawned_at`, on `clock`)."""
         self._command = list(command)
         self._env = dict(env)
         self._endpoint = endpoint
@@ -162,7 +217,9 @@ class CollectorSupervisor:
         self._backoff = backoff or Backoff()
         self._output = output
         self._clock = clock
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: Child | None = None
+        self._prestarted = first
+        self._prestarted_at = first_spawned_at
         self._control: Control | None = None
         self._stopping = asyncio.Event()
         self._first_done = asyncio.Event()
@@ -214,28 +271,18 @@ class CollectorSupervisor:
         finally:
             self._first_outcome(StartReport(StartOutcome.STOPPED, "stopped"))
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        # A socket file left by a collector that died would pass the readiness check's
-        # existence test and cost the gRPC channel a reconnect backoff.
-        with contextlib.suppress(OSError):
-            if stat.S_ISSOCK(os.stat(self._socket).st_mode):
-                os.unlink(self._socket)
-        return await asyncio.create_subprocess_exec(
-            *self._command,
-            env=self._env,
-            stdin=subprocess.DEVNULL,
-            stdout=None,  # spilled OTLP JSON lines go straight to Lambda's log
-            stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
-        )
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], float]:
+        if self._prestarted is not None:
+            popen, self._prestarted = self._prestarted, None
+            return popen, self._prestarted_at if self._prestarted_at is not None else self._clock()
+        return spawn_collector(self._command, self._env, self._socket), self._clock()
 
     async def _run_once(self) -> bool:
         """Runs one collector process to its end; returns whether to start another."""
-        started = self._clock()
         self._tail.clear()
         self._held = []
         try:
-            proc = await self._spawn()
+            popen, started = self._spawn()
         except OSError as exc:
             reason = f"cannot start the collector ({' '.join(self._command)}): {exc}"
             if self._first_outcome(StartReport(StartOutcome.EXITED, reason, 0.0)):
@@ -243,10 +290,20 @@ class CollectorSupervisor:
             else:
                 self._log.error(reason)
             return True
+        proc = Child(popen)
         self._proc = proc
         self.pid = proc.pid
+        try:
+            await proc.attach()
+        except OSError as exc:
+            # Without a way to watch it, the process would be unsupervised: end it.
+            proc.kill()
+            popen.wait()
+            self._log.error(f"cannot watch the collector process: {exc}")
+            return True
         if self._stopping.is_set():
             await self._terminate(proc, 1.0)
+            proc.close()
             return False
         control = self._control_factory(self._endpoint)
         try:
@@ -261,10 +318,11 @@ class CollectorSupervisor:
         finally:
             self._control = None
             self._release_held()
+            proc.close()
             with contextlib.suppress(Exception):
                 await control.aclose()
 
-    async def _supervise(self, proc: asyncio.subprocess.Process, control: Control, started: float) -> bool:
+    async def _supervise(self, proc: Child, control: Control, started: float) -> bool:
         outcome = await self._await_ready(proc, control, self._ready_timeout, READY_POLL)
         if outcome is StartOutcome.NOT_READY:
             waited = self._ready_timeout
@@ -305,7 +363,8 @@ class CollectorSupervisor:
             self._backoff.reset()
         self.restarts += 1
         self._log.warning(
-            f"collector exited ({describe_exit(code)}){self._last_words()}; restarting it "
+            f"collector exited ({describe_exit(code)}){self._last_words() if code > 0 else ''}; "
+            "restarting it "
             f"(restart {self.restarts}); INVOKEs pass through meanwhile"
         )
         return True
@@ -331,7 +390,7 @@ class CollectorSupervisor:
         return True
 
     async def _await_ready(
-        self, proc: asyncio.subprocess.Process, control: Control, timeout: float, poll: float
+        self, proc: Child, control: Control, timeout: float, poll: float
     ) -> StartOutcome:
         deadline = self._clock() + timeout
         while True:
@@ -355,7 +414,7 @@ class CollectorSupervisor:
                 async with asyncio.timeout(min(poll, max(deadline - self._clock(), 0.0))):
                     await self._stopping.wait()
 
-    async def _pump_stderr(self, proc: asyncio.subprocess.Process) -> None:
+    async def _pump_stderr(self, proc: Child) -> None:
         stream = proc.stderr
         if stream is None:
             return
@@ -407,9 +466,8 @@ class CollectorSupervisor:
             await self._terminate(proc, timeout)
         return proc.returncode
 
-    async def _terminate(self, proc: asyncio.subprocess.Process, timeout: float) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
+    async def _terminate(self, proc: Child, timeout: float) -> None:
+        proc.terminate()
         try:
             async with asyncio.timeout(max(timeout, 0.0)):
                 await proc.wait()
@@ -419,8 +477,7 @@ class CollectorSupervisor:
         self._log.warning(
             f"collector did not exit within {timeout * 1000:.0f} ms of SIGTERM; killing it"
         )
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        proc.kill()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await proc.wait()
