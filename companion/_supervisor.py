@@ -35,6 +35,8 @@ READY_POLL = 0.01
 LATE_READY_POLL = 0.25
 STATUS_CALL_TIMEOUT = 0.5
 STDERR_TAIL_LINES = 50
+# How long the last output of an exited collector may take to arrive through the pipe.
+STDERR_DRAIN_TIMEOUT = 1.0
 # Start-up output is held back so that config errors are logged once, in the companion's own
 # line; past this many lines it is passed on anyway.
 MAX_HELD_LINES = 200
@@ -226,6 +228,7 @@ class CollectorSupervisor:
         self._first: StartReport | None = None
         self._tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._held: list[bytes] | None = None
+        self._stderr_closed = asyncio.Event()
         self.disabled_reason = ""
         self.restarts = 0
         self.pid = 0
@@ -281,6 +284,7 @@ class CollectorSupervisor:
         """Runs one collector process to its end; returns whether to start another."""
         self._tail.clear()
         self._held = []
+        self._stderr_closed = asyncio.Event()
         try:
             popen, started = self._spawn()
         except OSError as exc:
@@ -291,8 +295,6 @@ class CollectorSupervisor:
                 self._log.error(reason)
             return True
         proc = Child(popen)
-        self._proc = proc
-        self.pid = proc.pid
         try:
             await proc.attach()
         except OSError as exc:
@@ -301,6 +303,8 @@ class CollectorSupervisor:
             popen.wait()
             self._log.error(f"cannot watch the collector process: {exc}")
             return True
+        self._proc = proc
+        self.pid = proc.pid
         if self._stopping.is_set():
             await self._terminate(proc, 1.0)
             proc.close()
@@ -345,6 +349,7 @@ class CollectorSupervisor:
             return False
         elapsed = self._clock() - started
         if outcome is StartOutcome.EXITED:
+            await self._stderr_read()
             return self._exited_before_ready(proc.returncode or 0, elapsed)
         # Ready.
         self._release_held()
@@ -359,6 +364,7 @@ class CollectorSupervisor:
         self._control = None
         if self._stopping.is_set():
             return False
+        await self._stderr_read()
         if self._clock() - ready_at >= STABLE_AFTER:
             self._backoff.reset()
         self.restarts += 1
@@ -414,16 +420,28 @@ class CollectorSupervisor:
                 async with asyncio.timeout(min(poll, max(deadline - self._clock(), 0.0))):
                     await self._stopping.wait()
 
+    async def _stderr_read(self) -> None:
+        """Waits (bounded) until the exited collector's last output has been read, so that the
+        line about its end can quote it."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STDERR_DRAIN_TIMEOUT):
+                await self._stderr_closed.wait()
+
     async def _pump_stderr(self, proc: Child) -> None:
-        stream = proc.stderr
+        try:
+            await self._pump(proc.stderr)
+        finally:
+            self._stderr_closed.set()
+
+    async def _pump(self, stream: asyncio.StreamReader | None) -> None:
         if stream is None:
             return
         while True:
             try:
                 line = await stream.readline()
             except ValueError:
-                # A line longer than the stream's limit: pass it on in pieces.
-                line = await stream.read(64 * 1024)
+                # readline drops a line longer than the stream's limit; go on after it.
+                continue
             if not line:
                 return
             self._tail.append(line.decode("utf-8", "replace").rstrip())

@@ -2,13 +2,13 @@
 AFTERFLUSH_CONTROL_ENDPOINT and journals every call, behaving as FAKE_COLLECTOR_* asks.
 
 FAKE_COLLECTOR_JOURNAL   file to append one JSON object per event (start, ready, drain, sigterm)
-FAKE_COLLECTOR_MODE      ok | config-invalid | never-ready | crash-after-drain | failing-drains
-                         | dropping
+FAKE_COLLECTOR_MODE      ok | config-invalid | never-ready | crash-after-drain | crash-at-start
+                         | failing-drains | dropping
 FAKE_COLLECTOR_READY_DELAY  seconds before Status says ready (default 0)
 FAKE_COLLECTOR_RESTART_READY_DELAY  the same for every process but the first
 FAKE_COLLECTOR_IGNORE_SIGTERM  "1" to keep running on SIGTERM
 FAKE_COLLECTOR_BUFFERED  spans held per drain request reported as buffered (default 0)
-Modes that fail (crash-after-drain) do so only in the first process of a journal, so that a
+Modes that fail (crash-after-drain, crash-at-start) do so only in the first process of a journal, so that a
 restarted collector behaves.
 """
 
@@ -89,6 +89,10 @@ async def serve() -> None:
         print("exporters::otlphttp::endpoint (config.yaml:7): must be an http(s) URL", file=sys.stderr)
         print("processors::flushcontrol::max_buffer_size_mib (config.yaml:12): must be > 0", file=sys.stderr)
         sys.exit(2)
+    if MODE == "crash-at-start" and first:
+        print("Traceback (most recent call last):", file=sys.stderr)
+        print("OSError: cannot listen on 127.0.0.1:4317: address in use", file=sys.stderr)
+        sys.exit(1)
     print("fake collector starting", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

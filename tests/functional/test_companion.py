@@ -298,6 +298,27 @@ async def test_crashed_collector_is_restarted_and_invokes_pass_through_meanwhile
     assert len(running.log.matching("drain (invoke) failed")) == 1
 
 
+async def test_collector_failing_to_start_is_restarted_with_its_last_words_logged(
+    fake_lambda: FakeLambda, tmp_path: Path, companions: list[RunningCompanion]
+) -> None:
+    # Given a collector whose first process fails at start
+    running = await start_companion(fake_lambda, tmp_path, FAKE_COLLECTOR_MODE="crash-at-start")
+    companions.append(running)
+    # When the companion initialises
+    await fake_lambda.wait_next_calls(1)
+    # Then it says why in one line, with the collector's last output, and starts another
+    [line] = running.log.matching("before it was ready")
+    assert line.endswith(
+        "collector exited (status 1) before it was ready (last output: OSError: cannot listen on "
+        "127.0.0.1:4317: address in use); INVOKEs pass through, restarting it"
+    )
+    supervisor = running.companion._supervisor
+    await wait_until(lambda: supervisor.ready, what="the second collector ready")
+    assert [s["first"] for s in events(fake_lambda.read_journal(), "start")] == [True, False]
+    # And the failed process's output was passed on, not swallowed
+    assert b"OSError: cannot listen" in running.output.getvalue()
+
+
 async def test_invoke_is_acknowledged_at_once_while_the_collector_is_down(
     fake_lambda: FakeLambda, tmp_path: Path, companions: list[RunningCompanion]
 ) -> None:
