@@ -58,6 +58,8 @@ MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}
 # ELF e_machine values, for checking that a compiled file is for the architecture.
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
 
+# Files in layer/ that document or build the layer and do not go into it.
+LAYER_SOURCE_ONLY = frozenset({"README.md"})
 EXECUTABLES = frozenset({"extensions/afterflush", "otel-instrument", "otel-handler"})
 EXECUTABLE_MODE = 0o755
 FILE_MODE = 0o644
@@ -416,7 +418,7 @@ def assemble(
             tree.add(path, data, package)
 
     for path, data in source_entries(LAYER_SOURCE, ""):
-        if path.startswith("requirements/"):
+        if path.startswith("requirements/") or path in LAYER_SOURCE_ONLY:
             continue
         tree.add(path.lstrip("/"), data, "layer/", EXECUTABLE_MODE if path in EXECUTABLES else FILE_MODE)
     for path, source in CONFIG_FILES.items():
