@@ -251,9 +251,9 @@ class Companion:
         exit_text = "was not running" if code is None else f"stopped ({describe_exit(code)})"
         self._log.info(
             f"shutdown ({event.reason or 'unknown'}) in {(self._clock() - began) * 1000:.0f} ms: "
-            f"{drained}; collector {exit_text}; over {self.invocations} invocations "
-            f"{totals.drains} drains ({totals.failed} failed), dropped {totals.dropped}, "
-            f"spilled {totals.spilled}"
+            f"{drained}; collector {exit_text}; over {_count(self.invocations, 'invocation')} "
+            f"{_count(totals.drains, 'drain')} ({totals.failed} failed), dropped "
+            f"{totals.dropped}, spilled {totals.spilled}"
         )
 
     async def _report_error(self, call: Any, error_type: str, message: str) -> None:
@@ -266,6 +266,10 @@ class Companion:
     async def _close(self, timeout: float) -> None:
         await self._supervisor.stop(timeout)
         await self._listener.aclose()
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _ms(seconds: float) -> str:
