@@ -506,6 +506,51 @@ def mib(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MiB"
 
 
+def input_files() -> list[Path]:
+    """Every file besides the wheels whose bytes can change a zip, this script included."""
+    files = [path for path in LAYER_SOURCE.rglob("*") if path.is_file()]
+    for package in OUR_PACKAGES:
+        files += [path for path in (ROOT / package).rglob("*") if path.is_file()]
+    files += [*CONFIG_FILES.values(), Path(__file__).resolve()]
+    return sorted(
+        path for path in files
+        if not skipped(PurePosixPath(path.relative_to(ROOT).as_posix()))
+    )
+
+
+def layer_key(arch: str, versions: Sequence[str], resolved: Mapping[str, Sequence[str]]) -> str:
+    """Names a zip by everything it is made of: the same key, the same bytes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(
+        {
+            "arch": arch,
+            "versions": list(versions),
+            "layout": LAYOUT_VERSION,
+            "stamp": zip_timestamp(),
+            "wheels": {t.key: resolved[t.key] for t in all_targets([arch], versions)},
+        },
+        sort_keys=True,
+    ).encode())
+    for path in input_files():
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:20]
+
+
+def copy_atomically(source: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".partial")
+    shutil.copyfile(source, partial)
+    partial.replace(destination)
+
+
+def prune(directory: Path, keep: int) -> None:
+    """Drops all but the `keep` most recently used entries."""
+    entries = sorted(directory.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    for entry in entries[keep:]:
+        shutil.rmtree(entry, ignore_errors=True)
+
+
 def build(
     arches: Sequence[str],
     versions: Sequence[str],
@@ -513,21 +558,34 @@ def build(
     cache: Path,
     *,
     log: Logger,
+    reuse: bool = True,
 ) -> dict[str, Path]:
-    """Builds one zip per architecture into `out`; returns them by architecture."""
+    """Builds one zip per architecture into `out`; returns them by architecture. A zip whose
+    inputs did not change since it was last built is copied from the cache (`reuse`)."""
     started = time.monotonic()
     cache.mkdir(parents=True, exist_ok=True)
     resolved = resolve(all_targets(arches, versions), cache, log=log)
     built = {}
     for arch in arches:
-        tree = assemble(arch, versions, resolved, cache / "wheels")
+        stored = cache / "zips" / layer_key(arch, versions, resolved) / zip_name(arch)
+        if reuse and stored.exists():
+            stored.parent.touch()
+            how = "unchanged inputs, reused"
+        else:
+            tree = assemble(arch, versions, resolved, cache / "wheels")
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            write_zip(tree, stored)
+            how = "built"
         destination = out / zip_name(arch)
-        write_zip(tree, destination)
+        copy_atomically(stored, destination)
         built[arch] = destination
+        with zipfile.ZipFile(destination) as archive:
+            infos = archive.infolist()
         log.step(
             f"{destination.name}: {mib(destination.stat().st_size)} zipped, "
-            f"{mib(tree.unpacked_size())} unzipped, {len(tree.entries)} files"
+            f"{mib(sum(i.file_size for i in infos))} unzipped, {len(infos)} files ({how})"
         )
+    prune(cache / "zips", keep=2 * len(ARCHITECTURES))
     log.step(f"done in {time.monotonic() - started:.1f}s")
     return built
 
@@ -547,6 +605,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cache", type=Path, default=ROOT / ".layer-build", help="wheel cache (git-ignored)"
     )
     parser.add_argument("--unpack", type=Path, help="also unpack the (single) zip here")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="build even when a zip of the same inputs is cached"
+    )
     parser.add_argument("--lock", action="store_true", help="re-pin the constraints file")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
@@ -567,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = [v for v in versions if v not in PYTHON_VERSIONS]
         if unknown or not versions:
             raise BuildError(f"--python: choose from {', '.join(PYTHON_VERSIONS)}")
-        built = build(arches, versions, args.out, args.cache, log=log)
+        built = build(arches, versions, args.out, args.cache, log=log, reuse=not args.rebuild)
         if args.unpack is not None:
             if len(built) != 1:
                 raise BuildError("--unpack needs a single --arch")
