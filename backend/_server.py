@@ -5,6 +5,7 @@ it accepts and answering with the faults it is told to inject, plus its HTTP con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import email.utils
 import json
@@ -549,7 +550,9 @@ def _abort(transport: Any, *, reset: bool) -> None:
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Linger 0: closing sends RST instead of FIN, as a crashed peer or middlebox does.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # A socket the peer or a shutdown already closed has nothing left to reset.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
 
 

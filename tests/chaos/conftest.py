@@ -20,7 +20,7 @@ _RESULTS = pytest.StashKey[list[ScenarioResult]]()
 Record = Callable[[str, Ledger, list[dict[str, Any]]], ScenarioResult]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def guarantees(request: pytest.FixtureRequest) -> Record:
     """record(scenario, ledger, fault_records): prints the ledger and keeps its table line;
     `fault_records` are the emulator's records of the invocations during the fault."""

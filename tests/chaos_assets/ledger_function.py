@@ -14,7 +14,8 @@ LEDGER_REPO            the repository root, for {"status": true}
 The event says what to make and what to do then:
   {"spans": 20, "points": 2, "logs": 2, "attr_bytes": 0,
    "then": "return" | "kill_collector" | "kill_extensions" | "crash" | "hang",
-   "status": false}
+   "sleep": 0, "status": false}
+sleep is seconds the handler works before it makes anything (time its environment is thawed).
 status asks the collector for its Status (python -m collector ctl status) at the end and writes
 the reply to the ledger file as {"kind": "status", "reply"}.
 kill_collector makes a second, unacknowledged batch after the SIGKILL, as a function that keeps
@@ -232,6 +233,8 @@ def kill(pids: list[int]) -> None:
 
 def handler(event, context):
     rid = context.aws_request_id
+    if event.get("sleep"):
+        time.sleep(float(event["sleep"]))
     # The instrumentation's own span for this invocation is accounted for like every other.
     root_id = f"{rid}/a/traces/root"
     record({"kind": "produced", "signal": "traces", "ids": [root_id]})
