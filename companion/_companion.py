@@ -243,11 +243,17 @@ class Companion:
         began = self._clock()
         end = event.deadline_ms / 1000 - self._settings.deadline_margin
         reserve = min(STOP_RESERVE, max(end - self._wall(), 0.0) / 4)
+        ready = self._supervisor.control is not None
         reply = await self._drain("shutdown", "", end - reserve, shutdown=True)
         code = await self._supervisor.stop(max(end - self._wall(), 0.05))
         await self._listener.aclose()
         totals = self._reporter.totals
-        drained = describe_reply(reply) if reply is not None else "nothing drained at shutdown"
+        if reply is not None:
+            drained = describe_reply(reply)
+        elif ready:
+            drained = "the shutdown drain got no reply (see above)"
+        else:
+            drained = "no shutdown drain (collector not ready)"
         exit_text = "was not running" if code is None else f"stopped ({describe_exit(code)})"
         self._log.info(
             f"shutdown ({event.reason or 'unknown'}) in {(self._clock() - began) * 1000:.0f} ms: "

@@ -226,6 +226,22 @@ async def test_shutdown_drains_with_spill_and_keeps_a_reserve_to_stop_the_collec
     assert "exported 4 spans, 0 points, 0 log records; collector stopped (status 0)" in out.getvalue()
 
 
+@pytest.mark.parametrize(
+    ("control", "said"),
+    [
+        (None, "no shutdown drain (collector not ready); collector stopped (status 0)"),
+        (FakeControl(fail=True), "the shutdown drain got no reply (see above); collector stopped"),
+    ],
+)
+async def test_the_shutdown_line_says_why_nothing_was_drained(control: Any, said: str) -> None:
+    supervisor = FakeSupervisor(control=control)
+    companion, out = make(supervisor=supervisor)
+    await companion._on_shutdown(ShutdownEvent(reason="timeout", deadline_ms=int((NOW + 2.0) * 1000)))
+    [line] = [line for line in out.getvalue().splitlines() if "shutdown (timeout)" in line]
+    assert said in line
+    assert supervisor.stops == [pytest.approx(1.8)]
+
+
 async def test_a_whole_life_without_telemetry_events() -> None:
     api = FakeApi(events=[invoke("a", 30), invoke("b", 30), ShutdownEvent("spindown", int((NOW + 2) * 1000))])
     supervisor = FakeSupervisor()
