@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -336,11 +337,21 @@ def skipped(path: PurePosixPath) -> bool:
     # Test suites shipped inside packages: directories named tests/test below a package.
     if any(part in ("tests", "test") for part in parts[1:-1]):
         return True
-    if path.name.startswith("test_") and path.suffix == ".py":
-        return True
     return len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] in (
         "RECORD", "RECORD.jws", "RECORD.p7s", "INSTALLER", "REQUESTED", "direct_url.json"
     )
+
+
+TEST_IMPORT = re.compile(rb"^\s*(?:import|from)\s+(?:unittest|pytest)\b", re.MULTILINE)
+
+
+def is_test_module(path: PurePosixPath, data: bytes) -> bool:
+    """A test_*.py / *_test.py module that imports a test framework. Names alone would also
+    catch modules such as semconv's test_attributes (the `test.*` attributes)."""
+    name = path.name
+    if path.suffix != ".py" or not (name.startswith("test_") or name.endswith("_test.py")):
+        return False
+    return TEST_IMPORT.search(data) is not None
 
 
 def wheel_entries(wheel: Path) -> Iterator[tuple[str, bytes]]:
@@ -358,14 +369,19 @@ def wheel_entries(wheel: Path) -> Iterator[tuple[str, bytes]]:
                 path = PurePosixPath(*path.parts[2:])
             if skipped(path):
                 continue
-            yield str(path), archive.read(info)
+            data = archive.read(info)
+            if not is_test_module(path, data):
+                yield str(path), data
 
 
 def source_entries(directory: Path, prefix: str) -> Iterator[tuple[str, bytes]]:
     for path in sorted(directory.rglob("*")):
         relative = PurePosixPath(path.relative_to(directory).as_posix())
-        if path.is_file() and not skipped(PurePosixPath(prefix, relative)):
-            yield str(PurePosixPath(prefix, relative)), path.read_bytes()
+        target = PurePosixPath(prefix, relative)
+        if path.is_file() and not skipped(target):
+            data = path.read_bytes()
+            if not is_test_module(target, data):
+                yield str(target), data
 
 
 @dataclass(frozen=True)
