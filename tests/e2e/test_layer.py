@@ -41,8 +41,14 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> LambdaRuntime:
     return lambda_runtime(tmp_path_factory.mktemp("runtime"))
 
 
-def test_unpacked_layer_alone_delivers_every_signal_after_each_response(opt, runtime, monkeypatch):
-    with layer_deployment(opt, runtime, monkeypatch=monkeypatch, backend_args=BACKEND_LATENCY) as dep:
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"], ids=["http", "grpc"])
+def test_unpacked_layer_alone_delivers_every_signal_after_each_response(
+    opt, runtime, monkeypatch, protocol
+):
+    # Given the function's SDK exporting to the local collector over `protocol`
+    with layer_deployment(
+        opt, runtime, monkeypatch=monkeypatch, backend_args=BACKEND_LATENCY, protocol=protocol
+    ) as dep:
         answers = []
         for _ in range(INVOCATIONS):
             # When the function is invoked on an idle environment
@@ -60,6 +66,12 @@ def test_unpacked_layer_alone_delivers_every_signal_after_each_response(opt, run
             assert [f for f in files if f.startswith(str(opt)) and f.endswith(".so")], name
             paths = proc.environ().get("PYTHONPATH", "").split(":")
             assert not [p for p in paths if p.startswith(str(REPO))], name
+        # And grpcio, stored once under python/lib, serves the collector (and the function's
+        # gRPC exporter when it is chosen)
+        grpc_so = str(opt / "python" / "lib")
+        assert [f for f in mapped_files(procs["collector"]) if f.startswith(grpc_so) and "cygrpc" in f]
+        function_grpc = [f for f in mapped_files(procs["runtime"]) if "cygrpc" in f]
+        assert bool(function_grpc) == (protocol == "grpc")
 
         for (body, responded_at), record in zip(answers, records, strict=True):
             rid = body["requestId"]
