@@ -350,6 +350,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory", type=int, default=1769,
                         help="function memory in MB; sets the CPU share (default 1769 = 1 vCPU)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    parser.add_argument("--dist", type=Path, default=ROOT / "dist",
+                        help="where the layer zip is built (default dist/)")
     args = parser.parse_args(argv)
     if args.invocations < 1 or args.items < 0:
         parser.error("--invocations must be at least 1 and --items at least 0")
@@ -375,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arch = build_layer.host_arch()
         print(f"building the layer for {arch} ...", flush=True)
         built = build_layer.build(
-            [arch], list(build_layer.PYTHON_VERSIONS), ROOT / "dist", ROOT / ".layer-build",
+            [arch], list(build_layer.PYTHON_VERSIONS), args.dist, ROOT / ".layer-build",
             log=build_layer.Logger(quiet=False),
         )
         with work_directory(args.keep) as work:
