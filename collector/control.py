@@ -6,6 +6,7 @@ service (collector/_control_server.py).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from collector.errors import ControlError
@@ -25,6 +26,16 @@ def socket_path(endpoint: str) -> str:
     raise ValueError(f'control endpoint "{endpoint}" must be unix:///absolute/path')
 
 
+# The collector may not be listening yet (or may be restarting): retry connecting quickly
+# instead of gRPC's default one-second backoff, and never wait for a connection past the
+# call's deadline.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 200),
+)
+
+
 class ControlClient:
     """Calls Drain and Status on a collector's control endpoint over one gRPC channel."""
 
@@ -40,7 +51,7 @@ class ControlClient:
 
             from collector.proto import control_pb2_grpc
 
-            self._channel = grpc.aio.insecure_channel(self.endpoint)
+            self._channel = grpc.aio.insecure_channel(self.endpoint, options=CHANNEL_OPTIONS)
             self._stub = control_pb2_grpc.FlushControlStub(self._channel)
         return self._stub
 
@@ -73,6 +84,13 @@ class ControlClient:
             raise ControlError(
                 f"{method} on {self.endpoint} failed: {exc.code().name}: {exc.details()}"
             ) from exc
+        except asyncio.CancelledError as exc:
+            # grpc.aio cancels a call whose channel closed under it (the collector died);
+            # only a cancellation of the caller's own task is passed on as one.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise ControlError(f"{method} on {self.endpoint} failed: the channel closed") from exc
 
     async def aclose(self) -> None:
         if self._channel is not None:

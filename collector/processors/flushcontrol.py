@@ -24,6 +24,13 @@ from collector.processors._spool import Spool, SpoolFullError
 log = logging.getLogger("collector.flushcontrol")
 
 MIB = 1024 * 1024
+# Serialized OTLP that one spill line holds at most, so the deadline is checked between lines.
+SPILL_CHUNK_BYTES = 64 * 1024
+# How fast serialized OTLP turns into OTLP JSON on a third of a core (measured: ~3 MB/s on a
+# full core); a drain that spills keeps back this much time for it.
+SPILL_BYTES_PER_S = 1_000_000
+# Exporters may overrun their deadline by a few milliseconds; a spill always keeps this much.
+SPILL_MIN_RESERVE_S = 0.05
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -249,11 +256,12 @@ class HoldBuffer:
                 tally.drop(result.reason or "permanent_error", payload.items)
                 outcome.last_error = result.error or f"{exporter.id}: refused ({result.reason})"
 
-    def _batches(self, entries: list[_Entry]) -> Iterable[list[_Entry]]:
+    def _batches(self, entries: list[_Entry], max_bytes: int = 0) -> Iterable[list[_Entry]]:
+        limit = max_bytes or self.max_request_bytes
         batch: list[_Entry] = []
         size = items = 0
         for entry in entries:
-            over_bytes = size + entry.payload.size > self.max_request_bytes
+            over_bytes = size + entry.payload.size > limit
             over_items = self.max_request_items and items + entry.payload.items > self.max_request_items
             if batch and (over_bytes or over_items):
                 yield batch
@@ -275,16 +283,25 @@ class HoldBuffer:
                 self.on_release(entry.seq)
         self._entries = kept
 
-    def spill(self, write: Callable[[Payload], None], tally: SignalTally) -> None:
-        """Hands every held request to `write`, coalesced as a drain would send them (the
-        last resort at shutdown), and forgets them."""
-        for batch in self._batches(list(self._entries)):
-            write(Payload.join([e.payload for e in batch]))
-        for entry in self._entries:
-            tally.spilled += entry.payload.items
-            self.budget.used -= entry.payload.size
-            self.on_release(entry.seq)
+    def spill(
+        self, write: Callable[[Payload], None], tally: SignalTally, deadline: float
+    ) -> None:
+        """Hands every held request to `write` in chunks (the last resort at shutdown) and
+        forgets them. What the deadline leaves no time to write is dropped and counted as
+        `shutdown_deadline`: the caller's reply must not come late."""
+        loop = asyncio.get_running_loop()
+        entries = list(self._entries)
         self._entries.clear()
+        for batch in self._batches(entries, max_bytes=SPILL_CHUNK_BYTES):
+            items = sum(e.payload.items for e in batch)
+            if loop.time() < deadline:
+                write(Payload.join([e.payload for e in batch]))
+                tally.spilled += items
+            else:
+                tally.drop("shutdown_deadline", items)
+            for entry in batch:
+                self.budget.used -= entry.payload.size
+                self.on_release(entry.seq)
 
     def held(self) -> list[Payload]:
         return [e.payload for e in self._entries]
@@ -358,12 +375,21 @@ class FlushController:
             outcome.last_error = "another drain was still running at the deadline"
         else:
             try:
+                # A spill must be written before the caller's deadline too: exports stop
+                # early enough to leave it the time it is expected to take.
+                export_deadline = deadline
+                if spill is not None:
+                    held = sum(b.size for b in self.buffers)
+                    reserve = min(
+                        max(held / SPILL_BYTES_PER_S, SPILL_MIN_RESERVE_S), (deadline - started) / 2
+                    )
+                    export_deadline = deadline - reserve
                 async with asyncio.TaskGroup() as group:
                     for buffer in self.buffers:
-                        group.create_task(buffer.drain(cutoff, deadline, outcome))
+                        group.create_task(buffer.drain(cutoff, export_deadline, outcome))
                 if spill is not None:
                     for buffer in self.buffers:
-                        buffer.spill(spill, outcome.tallies[buffer.signal])
+                        buffer.spill(spill, outcome.tallies[buffer.signal], deadline)
             finally:
                 self._lock.release()
         outcome.duration_s = loop.time() - started
@@ -392,6 +418,12 @@ class FlushController:
         # dropped or spilled; per-drain detail only at debug.
         summary = describe(outcome)
         dropped_or_spilled = any(t.dropped or t.spilled for t in outcome.tallies.values())
+        if reason in CALLER_REPORTED:
+            # The companion logs these drains itself (one line, repeats folded).
+            self._failing = not outcome.complete
+            log.debug("drain (%s) %s in %.1f ms: %s; last error: %s", reason, request_id,
+                      outcome.duration_s * 1e3, summary, outcome.last_error)
+            return
         if not outcome.complete and not self._failing:
             self._failing = True
             log.warning("drain (%s) incomplete: %s; last error: %s", reason, summary, outcome.last_error)
@@ -402,6 +434,10 @@ class FlushController:
             log.warning("drain (%s): %s; last error: %s", reason, summary, outcome.last_error)
         else:
             log.debug("drain (%s) %s in %.1f ms: %s", reason, request_id, outcome.duration_s * 1e3, summary)
+
+
+# Drain reasons whose caller reports the outcome (see control.proto's DrainRequest.reason).
+CALLER_REPORTED = frozenset({"invoke", "next-invoke", "shutdown"})
 
 
 def describe(outcome: DrainOutcome) -> str:

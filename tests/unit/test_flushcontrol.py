@@ -243,3 +243,18 @@ def test_payloads_of_one_signal_concatenate_into_one_request():
     assert names_in(joined) == ["a", "b", "c"]
     assert Signal.TRACES.count_items(Signal.TRACES.decode(joined.data)) == 3
 
+
+
+async def test_spill_with_no_time_left_drops_and_counts_instead_of_answering_late():
+    exporter = FakeExporter("otlp")
+    fanout, controller, buffer, _, _ = make([exporter])
+    await fanout.consume(spans_payload("a", "b"))
+    spilled: list[Payload] = []
+
+    outcome = await controller.drain(timeout=0.0, spill=spilled.append)
+
+    assert spilled == []
+    assert exporter.attempts == 0
+    assert outcome.tallies[Signal.TRACES].dropped == {"shutdown_deadline": 2}
+    assert outcome.tallies[Signal.TRACES].buffered == 0
+    assert outcome.complete is False
