@@ -82,7 +82,7 @@ class ControlServer:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         _remove_stale_socket(self.path)
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        control_pb2_grpc.add_FlushControlServicer_to_server(_Servicer(self.host), server)
+        control_pb2_grpc.add_FlushControlServicer_to_server(_Servicer(self.host), server)  # type: ignore[no-untyped-call]
         # The socket is created with the umask's mode: make it 0600 from the start.
         old_umask = os.umask(0o177)
         try:

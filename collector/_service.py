@@ -304,8 +304,8 @@ class Service:
             self.controller.spool.close(empty=not held)
         with contextlib.suppress(Exception):
             await self.control.shutdown()
-        for exc in errors:
-            log.warning("error while stopping: %s", exc)
+        for error in errors:
+            log.warning("error while stopping: %s", error)
         return outcome
 
 

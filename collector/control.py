@@ -52,7 +52,7 @@ class ControlClient:
             from collector.proto import control_pb2_grpc
 
             self._channel = grpc.aio.insecure_channel(self.endpoint, options=CHANNEL_OPTIONS)
-            self._stub = control_pb2_grpc.FlushControlStub(self._channel)
+            self._stub = control_pb2_grpc.FlushControlStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
 
     async def status(self, *, timeout: float) -> Any:

@@ -247,7 +247,7 @@ def test_payloads_of_one_signal_concatenate_into_one_request():
 
 async def test_spill_with_no_time_left_drops_and_counts_instead_of_answering_late():
     exporter = FakeExporter("otlp")
-    fanout, controller, buffer, _, _ = make([exporter])
+    fanout, controller, _buffer, _, _ = make([exporter])
     await fanout.consume(spans_payload("a", "b"))
     spilled: list[Payload] = []
 
