@@ -66,8 +66,8 @@ EXECUTABLE_MODE = 0o755
 FILE_MODE = 0o644
 # 1980-01-01, the earliest time a zip entry can carry.
 ZIP_EPOCH = 315532800
-# Bumped when the way wheels become zip entries changes, so that cached resolutions stay valid
-# but a layer is never mistaken for one built differently.
+# Bumped when the way wheels become zip entries changes, so that a cached zip built the old
+# way is never reused.
 LAYOUT_VERSION = 1
 
 FUNCTION_SIDE = "function"
