@@ -31,6 +31,19 @@ layer: venv
 run: venv
 	$(PY) -m scripts.run_demo $(RUN_ARGS)
 
+# The benchmark (bench/README.md) against this machine's layer zip, built first when its inputs
+# changed: writes bench/results/latest.json, latest.md, latency.png. Under 20 minutes;
+# make bench BENCH_ARGS=--quick for a ~3 minute run.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) scripts/build_layer.py --arch host
+	$(PY) -m bench $(BENCH_ARGS)
+
 # Regenerates the committed control-service code from collector/proto.
 proto: venv
 	$(PY) -m collector.proto.generate
