@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--freezer", choices=("auto", "cgroup", "signal"), default="auto",
                     help="how to freeze: cgroup freezer, SIGSTOP/SIGCONT, or the best available")
     ap.add_argument("--no-limits", action="store_true", help="no CPU quota and memory limit")
+    ap.add_argument("--no-init-burst", action="store_true",
+                    help="Init gets the memory size's CPU share instead of Lambda's burst CPU")
     ap.add_argument("--isolate", action="store_true",
                     help="private /opt, /var/task and /etc/hosts (root only)")
     ap.add_argument("--report", help="append one JSON line per init and invocation to this file")
@@ -119,6 +121,7 @@ def parse_config(argv: Sequence[str]) -> Config:
         freeze=not args.no_freeze,
         freezer=args.freezer,
         limits=not args.no_limits,
+        init_burst=not args.no_init_burst,
         isolate=args.isolate,
         report_path=Path(args.report).resolve() if args.report else None,
         ready_file=Path(args.ready_file).resolve() if args.ready_file else None,
@@ -186,7 +189,8 @@ async def _wait_for_stop(stop: asyncio.Event, env: Environment, idle_s: float | 
 async def serve(config: Config, console: Console) -> int:
     try:
         sandbox = Sandbox(SandboxOptions(freeze=config.freeze, freezer=config.freezer,
-                                         limits=config.limits, memory_mb=config.memory_mb))
+                                         limits=config.limits, memory_mb=config.memory_mb,
+                                         init_burst=config.init_burst))
     except OSError as exc:
         console.info(f"cannot set up the sandbox: {exc}")
         return 1

@@ -42,6 +42,8 @@ class SandboxOptions:
     freezer: str = "auto"  # auto | cgroup | signal
     limits: bool = True
     memory_mb: int = 1769
+    # Init gets burst CPU (p.INIT_BURST_VCPUS) as on Lambda; False keeps the memory's share.
+    init_burst: bool = True
 
 
 def _own_cgroup(controller: str) -> Path | None:
@@ -234,11 +236,22 @@ class Sandbox:
         self.limits_mode = "cgroup"
         self.limits_note = ""
 
+    def cpu_burst(self, on: bool) -> None:
+        """Init's burst CPU on, or back to the memory size's share for invocations."""
+        cpu = self._groups.get("cpu")
+        if cpu is None or not self._options.init_burst:
+            return
+        quota = CFS_PERIOD_US * p.INIT_BURST_VCPUS if on else cpu_quota_us(self._options.memory_mb)
+        with contextlib.suppress(OSError):
+            (cpu / "cpu.cfs_quota_us").write_text(str(max(quota, cpu_quota_us(self._options.memory_mb))))
+
     def describe(self) -> str:
         """The freeze and limits part of the start-up line."""
         if self.limits_mode == "cgroup":
             vcpu = cpu_quota_us(self._options.memory_mb) / CFS_PERIOD_US
             limits = f"limits=cgroup cpu={vcpu:.3f}vCPU memory={self._options.memory_mb}MB"
+            burst = p.INIT_BURST_VCPUS if self._options.init_burst else vcpu
+            limits += f" init-cpu={burst:g}vCPU"
         else:
             limits = f"limits=off ({self.limits_note})"
         return f"freeze={self.freeze_mode} {limits}"

@@ -29,6 +29,7 @@ class Config:
     freeze: bool = True
     freezer: str = "auto"  # auto | cgroup | signal
     limits: bool = True
+    init_burst: bool = True  # Init runs with burst CPU, as on Lambda
     isolate: bool = False
     report_path: Path | None = None
     ready_file: Path | None = None

@@ -384,6 +384,7 @@ class Environment:
             "functionVersion": c.FUNCTION_VERSION,
         })
         failure: Failure | None
+        self._sandbox.cpu_burst(True)
         try:
             async with asyncio.timeout(cfg.init_timeout_s):
                 failure = await self._init_steps(inst)
@@ -393,6 +394,7 @@ class Environment:
                               f"Init timed out after {cfg.init_timeout_s:.2f} seconds "
                               f"(still waiting for: {pending})")
         inst.init_duration_ms = ms(monotonic() - inst.init_started)
+        self._sandbox.cpu_burst(False)
         inst.registration_open = False
         if failure is None:
             status = "success"

@@ -78,6 +78,16 @@ def test_memory_128_gives_a_busy_handler_about_seven_percent_of_a_core(tmp_path:
     assert 0.03 <= share <= 0.15, share
 
 
+@pytest.mark.skipif(not ROOT, reason="the cgroup cpu controller needs root")
+def test_init_runs_with_burst_cpu_and_invocations_with_the_memory_share(tmp_path: Path) -> None:
+    # given a 128 MB function that reads its CPU quota during Init and in the handler
+    with Emulator(opt=tmp_path / "opt", handler="cpu_quota.handler", memory=128) as emu:
+        assert emu.ready["limits"] == "cgroup"
+        result = emu.invoke({}).json()
+    # then Init had two vCPUs, as Lambda's on-demand Init has, and the invocation 7.2%
+    assert result == {"init": 200000, "invoke": 7236}
+
+
 @pytest.mark.skipif(not ROOT, reason="the cgroup memory controller needs root")
 def test_allocating_past_the_memory_limit_resets_the_environment(tmp_path: Path) -> None:
     # given a 128 MB function
