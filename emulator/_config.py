@@ -3,6 +3,8 @@ Settings come from the command line only; every Lambda variable is set here in o
 
 from __future__ import annotations
 
+import functools
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,11 +56,22 @@ class Config:
         return Path("/var/task") if self.isolate else self.task_dir
 
 
+@functools.cache
 def python_version(runtime_python: str) -> str:
+    """"3.X" of the runtime's interpreter, asked of the interpreter itself (a name such as
+    python3 does not say the minor version)."""
     if runtime_python == sys.executable:
         return f"{sys.version_info.major}.{sys.version_info.minor}"
-    name = Path(runtime_python).name
-    digits = name.removeprefix("python")
+    try:
+        found = subprocess.run(
+            [runtime_python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        found = ""
+    if found:
+        return found
+    digits = Path(runtime_python).name.removeprefix("python")
     return digits if digits[:1].isdigit() else f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
