@@ -56,10 +56,10 @@ def extension_name(cli_name: str | None, env: Mapping[str, str]) -> str:
     return configured if valid_extension_name(configured) else DEFAULT_NAME
 
 
-def collector_command() -> list[str]:
+def collector_command(*, hold: bool = True) -> list[str]:
     """The collector runs on the companion's own interpreter and resolves its config from the
     same environment (OPENTELEMETRY_COLLECTOR_CONFIG_URI, then ..._FILE, then the default)."""
-    return [sys.executable, "-m", "collector", "run"]
+    return [sys.executable, "-m", "collector", "run", *([] if hold else ["--no-hold"])]
 
 
 def collector_env(env: Mapping[str, str], settings: Settings) -> dict[str, str]:
@@ -104,7 +104,7 @@ def build(
 
     tracker = RuntimeDoneTracker()
     supervisor = CollectorSupervisor(
-        command=command if command is not None else collector_command(),
+        command=command if command is not None else collector_command(hold=settings.hold),
         env=collector_env(env, settings),
         endpoint=settings.control_endpoint,
         log=log,
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     settings, problems = load_settings(environ)
     log = Logger(sys.stderr, level=settings.log_level_number, json_format=settings.json_logs)
-    command = collector_command()
+    command = collector_command(hold=settings.hold)
     child_env = collector_env(environ, settings)
     try:
         first: subprocess.Popen[bytes] | None = spawn_collector(

@@ -19,6 +19,7 @@ READY_TIMEOUT_ENV = "AFTERFLUSH_READY_TIMEOUT"
 LOG_LEVEL_ENV = "AFTERFLUSH_LOG_LEVEL"
 EXTENSION_NAME_ENV = "AFTERFLUSH_EXTENSION_NAME"
 TELEMETRY_PORT_ENV = "AFTERFLUSH_TELEMETRY_PORT"
+HOLD_ENV = "AFTERFLUSH_HOLD"
 # AFTERFLUSH_CONTROL_ENDPOINT is CONTROL_ENDPOINT_ENV, shared with the collector.
 
 # Set by Lambda, read here so that the rest of the companion never touches os.environ.
@@ -52,6 +53,9 @@ class Settings:
     telemetry_port: int = 0
     json_logs: bool = False
     runtime_api: str = ""
+    # false: the collector runs without flushcontrol and exports before it answers the SDK,
+    # as the ADOT collector does (the synchronous baseline the benchmark compares against).
+    hold: bool = True
 
     @property
     def log_level_number(self) -> int:
@@ -115,6 +119,13 @@ def load_settings(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         except ValueError as exc:
             problems.append(f"{STRICT_INIT_ENV}: {exc}; using false")
 
+    hold = defaults.hold
+    if (raw := value(HOLD_ENV)) is not None:
+        try:
+            hold = parse_bool(raw)
+        except ValueError as exc:
+            problems.append(f"{HOLD_ENV}: {exc}; using true")
+
     endpoint = defaults.control_endpoint
     if (raw := value(CONTROL_ENDPOINT_ENV)) is not None:
         try:
@@ -165,5 +176,6 @@ def load_settings(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         telemetry_port=port,
         json_logs=(env.get(LOG_FORMAT_ENV, "").strip().upper() == "JSON"),
         runtime_api=env.get(RUNTIME_API_ENV, "").strip(),
+        hold=hold,
     )
     return settings, problems

@@ -21,8 +21,20 @@ def test_defaults_when_nothing_is_set() -> None:
         drain_timeout=2.0, deadline_margin=0.2, strict_init=False,
         control_endpoint="unix:///tmp/afterflush/control.sock", ready_timeout=5.0,
         log_level="info", extension_name="afterflush", telemetry_port=0, json_logs=False,
-        runtime_api="",
+        runtime_api="", hold=True,
     )
+
+
+def test_hold_false_runs_the_collector_without_flushcontrol() -> None:
+    from companion._main import collector_command
+
+    settings, problems = load_settings({"AFTERFLUSH_HOLD": "false"})
+    assert (settings.hold, problems) == (False, [])
+    assert collector_command(hold=settings.hold)[-3:] == ["collector", "run", "--no-hold"]
+    assert collector_command(hold=True)[-2:] == ["collector", "run"]
+    bad, problems = load_settings({"AFTERFLUSH_HOLD": "maybe"})
+    assert bad.hold is True
+    assert problems == ['AFTERFLUSH_HOLD: "maybe" is not a boolean (true or false); using true']
 
 
 def test_every_variable_is_read() -> None:
