@@ -191,7 +191,8 @@ class Companion:
 
     async def _on_invoke(self, event: InvokeEvent) -> None:
         until = event.deadline_ms / 1000 - self._settings.deadline_margin
-        if self._supervisor.control is None:
+        if self._supervisor.control is None or not self._settings.hold:
+            # Without hold the collector exported before it answered: nothing waits here.
             return
         if self.mode is Mode.NEXT_INVOKE:
             await self._drain("next-invoke", event.request_id, until)

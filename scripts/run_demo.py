@@ -7,10 +7,10 @@ and prints what the caller waited, what was done after the response, and what wa
 
   afterflush   the layer as shipped: the SDK flushes to the local collector, flushcontrol
                answers at once, the companion drains to the backend after the response.
-  synchronous  the same layer and SDK, but the collector runs without flushcontrol
-               (`collector run --no-hold`) and without the companion, as the ADOT collector
-               does: each export waits for the backend before the SDK's flush returns, so the
-               response waits too.
+  synchronous  the same layer and SDK with AFTERFLUSH_HOLD=false: the collector runs without
+               flushcontrol (`collector run --no-hold`), as the ADOT collector does: each
+               export waits for the backend before the SDK's flush returns, so the response
+               waits too.
 Everything it starts, it stops.
 """
 
@@ -157,15 +157,6 @@ def collector_config(grpc_port: int, http_port: int, backend_http: str, *, hold:
     )
 
 
-def layer_pythonpath(opt: Path) -> str:
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return ":".join([
-        str(opt / "afterflush" / "lib" / f"python{version}"),
-        str(opt / "afterflush" / "lib" / "common"),
-        str(opt / "python" / "lib" / f"python{version}" / "site-packages"),
-    ])
-
-
 class Progress:
     def __init__(self, label: str, total: int) -> None:
         self._label = label
@@ -209,29 +200,7 @@ def run_mode(
     # The extension's python3 is this interpreter (the launcher looks on PATH).
     path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
     try:
-        if hold:
-            layer_dir = opt
-        else:
-            # The same layer without its extension: the collector runs beside the environment,
-            # exporting before it answers, and no extension works after the response.
-            layer_dir = mode_dir / "opt"
-            layer_dir.mkdir()
-            for entry in opt.iterdir():
-                if entry.name != "extensions":
-                    (layer_dir / entry.name).symlink_to(entry)
-            collector_env = {
-                **os.environ, "PATH": path, "PYTHONPATH": layer_pythonpath(opt),
-                "PYTHONSAFEPATH": "1", "AFTERFLUSH_CONTROL_ENDPOINT": control,
-            }
-            collector = Process(
-                "collector", [sys.executable, "-m", "collector", "run", "--no-hold",
-                              "--config", str(config)],
-                mode_dir / "collector.log", collector_env,
-            ).start()
-            started.append(collector)
-            log = mode_dir / "collector.log"
-            wait_for(lambda: "INFO ready" in log.read_text(), START_TIMEOUT_S, "the collector",
-                     collector.proc)
+        layer_dir = opt
         ready, report = mode_dir / "emulator-ready.json", mode_dir / "report.jsonl"
         function_env = {
             "AWS_LAMBDA_EXEC_WRAPPER": "/opt/otel-instrument",
@@ -240,6 +209,9 @@ def run_mode(
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{http_port}",
             # Metrics leave only with each invocation's flush: one point per invocation.
             "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
+            # false: the collector exports before it answers the SDK (no flushcontrol), as the
+            # ADOT collector does; the companion then has nothing to drain.
+            "AFTERFLUSH_HOLD": "true" if hold else "false",
         }
         argv = [
             sys.executable, "-m", "emulator", "--opt", str(layer_dir),
@@ -410,9 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print("caller: the invoke request, as the caller waited for it. post-invoke: after the "
           "response, before the environment may freeze (billed).")
-    print("synchronous: the same layer and SDK with the collector exporting before it answers "
-          "(no flushcontrol, no companion), as the ADOT collector does; that collector runs "
-          "beside the emulated environment.")
+    print("synchronous: the same layer and SDK with AFTERFLUSH_HOLD=false: the collector "
+          "exports before it answers (no flushcontrol), as the ADOT collector does.")
     afterflush = results[0]
     print(f"afterflush init (extension and runtime, before the first invocation): "
           f"{afterflush.init_ms:.0f} ms")

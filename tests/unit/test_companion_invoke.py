@@ -155,6 +155,17 @@ async def test_without_runtime_done_events_the_drain_happens_at_the_invoke_start
     assert [(d["request_id"], d["reason"]) for d in supervisor.control.drains] == [("r2", "next-invoke")]
 
 
+async def test_without_hold_an_invoke_neither_waits_nor_drains() -> None:
+    supervisor = FakeSupervisor()
+    companion, out = make(Settings(hold=False), supervisor=supervisor)
+    companion.mode = Mode.RUNTIME_DONE
+    # No runtimeDone will come: a wait would last the whole 30 s.
+    await companion._on_invoke(invoke("r4", 30))
+    assert supervisor.control is not None
+    assert supervisor.control.drains == []
+    assert out.getvalue() == ""
+
+
 async def test_no_drain_and_no_wait_while_the_collector_is_down() -> None:
     supervisor = FakeSupervisor(control=None)
     companion, out = make(supervisor=supervisor)
