@@ -6,11 +6,14 @@ receiver -> Consumer (the pipelines' fan-out) -> flushcontrol -> exporters.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from collector._signals import Payload, Signal
+from collector.errors import ConfigError, ConfigProblem
 
 
 class Kind(enum.Enum):
@@ -104,3 +107,45 @@ class Factory(Protocol):
     def default_config(self) -> Any: ...
 
     def create(self, config: Any, context: BuildContext) -> Any: ...
+
+
+def config_problems(config: Any) -> list[tuple[str, str]]:
+    """Every validate() problem of a config dataclass and of the dataclasses nested in it,
+    with key paths relative to the config."""
+    problems: list[tuple[str, str]] = []
+    validate = getattr(config, "validate", None)
+    if callable(validate):
+        problems += validate()
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            problems += [
+                (f"{field.name}::{path}" if path else field.name, message)
+                for path, message in config_problems(value)
+            ]
+    return problems
+
+
+@dataclass(frozen=True)
+class ComponentFactory:
+    """A Factory from its parts: create() checks the config again (a config built in code has
+    not been through the decoder) and then calls `build`."""
+
+    type_name: str
+    kind: Kind
+    config_type: type[Any]
+    build: Callable[[Any, BuildContext], Any]
+    signals: frozenset[Signal] = frozenset(Signal)
+    default: Callable[[], Any] | None = None
+
+    def default_config(self) -> Any:
+        return self.default() if self.default is not None else self.config_type()
+
+    def create(self, config: Any, context: BuildContext) -> Any:
+        problems = config_problems(config)
+        if problems:
+            raise ConfigError(
+                [ConfigProblem(f"{self.kind.value}::{context.id}::{path}", message)
+                 for path, message in problems]
+            )
+        return self.build(config, context)

@@ -194,8 +194,16 @@ def parse_yaml(text: str, *, env: Mapping[str, str], report: Report) -> Node | N
         column = f" (column {mark.column + 1})" if mark is not None else ""
         report.error("", line, f"invalid YAML: {exc.problem or exc.context}{column}")
         return None
+    except yaml.reader.ReaderError as exc:
+        # A character YAML does not allow (a control character, say): no mark, a position.
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        report.error("", line, f"invalid YAML: character #x{code:04x} is not allowed "
+                               f"(column {column})")
+        return None
     except yaml.YAMLError as exc:
-        report.error("", 0, f"invalid YAML: {exc}")
+        report.error("", 0, "invalid YAML: " + " ".join(str(exc).split()))
         return None
     except RecursionError:
         report.error("", 0, "invalid YAML: nested too deeply")

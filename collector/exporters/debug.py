@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
-from collector._component import BuildContext, ExportResult, Kind, Outcome
+from collector._component import BuildContext, ComponentFactory, ExportResult, Kind, Outcome
 from collector._signals import Payload, Signal
 
 Verbosity = Literal["basic", "normal", "detailed"]
@@ -167,31 +167,9 @@ def _value(any_value: Any) -> Any:
     return getattr(any_value, kind)
 
 
-class _DebugFactory:
-    type_name = "debug"
-    kind = Kind.EXPORTER
-    config_type = DebugConfig
-    signals = frozenset(Signal)
-
-    def default_config(self) -> DebugConfig:
-        return DebugConfig()
-
-    def create(self, config: DebugConfig, context: BuildContext) -> DebugExporter:
-        return DebugExporter(context.id, config.effective_verbosity)
+def _build(config: DebugConfig | LoggingConfig, context: BuildContext) -> DebugExporter:
+    return DebugExporter(context.id, config.effective_verbosity)
 
 
-class _LoggingFactory:
-    type_name = "logging"
-    kind = Kind.EXPORTER
-    config_type = LoggingConfig
-    signals = frozenset(Signal)
-
-    def default_config(self) -> LoggingConfig:
-        return LoggingConfig()
-
-    def create(self, config: LoggingConfig, context: BuildContext) -> DebugExporter:
-        return DebugExporter(context.id, config.effective_verbosity)
-
-
-FACTORY = _DebugFactory()
-LOGGING_FACTORY = _LoggingFactory()
+FACTORY = ComponentFactory("debug", Kind.EXPORTER, DebugConfig, _build)
+LOGGING_FACTORY = ComponentFactory("logging", Kind.EXPORTER, LoggingConfig, _build)

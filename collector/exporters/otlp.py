@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from collector._component import BuildContext, ExportResult, Kind, Outcome
+from collector._component import ComponentFactory, ExportResult, Kind, Outcome
 from collector._signals import Payload, Signal
-from collector.errors import ConfigError, ConfigProblem, ExportError
+from collector.errors import ExportError
 from collector.exporters._response import (
     partial_success_from_message,
     scrub_secrets,
@@ -94,14 +94,6 @@ class OTLPConfig:
             if self.endpoint.startswith(scheme):
                 return self.endpoint[len(scheme) :].rstrip("/"), secure
         return self.endpoint, not self.tls.insecure
-
-
-def all_problems(config: OTLPConfig) -> list[tuple[str, str]]:
-    """The config's problems and its nested sections', with key paths from the exporter."""
-    problems = config.validate()
-    problems += [(f"tls::{k}", m) for k, m in config.tls.validate()]
-    problems += [(f"retry_on_failure::{k}", m) for k, m in config.retry_on_failure.validate()]
-    return problems
 
 
 class OTLPExporter:
@@ -251,22 +243,6 @@ def _retry_delay(metadata: Any) -> float | None:
     return None
 
 
-class _Factory:
-    type_name = TYPE_NAME
-    kind = Kind.EXPORTER
-    config_type = OTLPConfig
-    signals = frozenset(Signal)
-
-    def default_config(self) -> OTLPConfig:
-        return OTLPConfig()
-
-    def create(self, config: OTLPConfig, context: BuildContext) -> OTLPExporter:
-        problems = all_problems(config)
-        if problems:
-            raise ConfigError(
-                [ConfigProblem(f"exporters::{context.id}::{key}", msg) for key, msg in problems]
-            )
-        return OTLPExporter(context.id, config)
-
-
-FACTORY = _Factory()
+FACTORY = ComponentFactory(
+    TYPE_NAME, Kind.EXPORTER, OTLPConfig, lambda config, context: OTLPExporter(context.id, config)
+)

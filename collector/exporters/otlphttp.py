@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from collector._component import BuildContext, ExportResult, Kind, Outcome
+from collector._component import ComponentFactory, ExportResult, Kind, Outcome
 from collector._signals import Payload, Signal
-from collector.errors import ConfigError, ConfigProblem, ExportError
+from collector.errors import ExportError
 from collector.exporters._response import (
     error_body_message,
     parse_partial_success,
@@ -117,15 +117,6 @@ def header_problems(headers: dict[str, str]) -> list[tuple[str, str]]:
         elif "\r" in value or "\n" in value:
             problems.append((f"headers::{name}", "value must not contain a line break"))
     return problems
-
-
-def all_problems(config: OTLPHTTPConfig) -> list[tuple[str, str]]:
-    """The config's problems and its nested sections', with key paths from the exporter."""
-    return (
-        config.validate()
-        + [(f"tls::{k}", m) for k, m in config.tls.validate()]
-        + [(f"retry_on_failure::{k}", m) for k, m in config.retry_on_failure.validate()]
-    )
 
 
 def _is_http_url(url: str) -> bool:
@@ -286,22 +277,9 @@ def _reason(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-class _Factory:
-    type_name = TYPE_NAME
-    kind = Kind.EXPORTER
-    config_type = OTLPHTTPConfig
-    signals = frozenset(Signal)
-
-    def default_config(self) -> OTLPHTTPConfig:
-        return OTLPHTTPConfig()
-
-    def create(self, config: OTLPHTTPConfig, context: BuildContext) -> OTLPHTTPExporter:
-        problems = all_problems(config)
-        if problems:
-            raise ConfigError(
-                [ConfigProblem(f"exporters::{context.id}::{key}", msg) for key, msg in problems]
-            )
-        return OTLPHTTPExporter(context.id, config)
-
-
-FACTORY = _Factory()
+FACTORY = ComponentFactory(
+    TYPE_NAME,
+    Kind.EXPORTER,
+    OTLPHTTPConfig,
+    lambda config, context: OTLPHTTPExporter(context.id, config),
+)

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
-from collector._component import BuildContext, Kind
-from collector._signals import Signal
+from collector._component import ComponentFactory, Kind
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,17 +34,4 @@ class BatchConfig:
         return []
 
 
-class _BatchFactory:
-    type_name = "batch"
-    kind = Kind.PROCESSOR
-    config_type: type[Any] = BatchConfig
-    signals = frozenset(Signal)
-
-    def default_config(self) -> Any:
-        return BatchConfig()
-
-    def create(self, config: Any, context: BuildContext) -> Any:
-        return config
-
-
-FACTORY = _BatchFactory()
+FACTORY = ComponentFactory("batch", Kind.PROCESSOR, BatchConfig, lambda config, context: config)

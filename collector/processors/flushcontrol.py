@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from collector._component import BuildContext, Exporter, ExportResult, Kind, Outcome
+from collector._component import (
+    ComponentFactory,
+    Exporter,
+    ExportResult,
+    Kind,
+    Outcome,
+)
 from collector._signals import Payload, Signal
 from collector.control import DEFAULT_CONTROL_ENDPOINT
 from collector.errors import BackpressureError
@@ -87,34 +93,14 @@ class DecoupleConfig:
     )
 
 
-class _FlushControlFactory:
-    type_name = "flushcontrol"
-    kind = Kind.PROCESSOR
-    config_type: type[Any] = FlushControlConfig
-    signals = frozenset(Signal)
-
-    def default_config(self) -> Any:
-        return FlushControlConfig()
-
-    def create(self, config: Any, context: BuildContext) -> Any:
-        # The service builds buffers itself (they need the pipeline's exporters); the
-        # processor's config is all it takes from here.
-        return config
-
-
-class _DecoupleFactory(_FlushControlFactory):
-    type_name = "decouple"
-    config_type = DecoupleConfig
-
-    def default_config(self) -> Any:
-        return DecoupleConfig()
-
-    def create(self, config: Any, context: BuildContext) -> Any:
-        return FlushControlConfig()
-
-
-FACTORY = _FlushControlFactory()
-DECOUPLE_FACTORY = _DecoupleFactory()
+# The service builds the buffers itself (they need the pipeline's exporters): a holding
+# processor's config is all it takes from these. `decouple` runs as flushcontrol's defaults.
+FACTORY = ComponentFactory(
+    "flushcontrol", Kind.PROCESSOR, FlushControlConfig, lambda config, context: config
+)
+DECOUPLE_FACTORY = ComponentFactory(
+    "decouple", Kind.PROCESSOR, DecoupleConfig, lambda config, context: FlushControlConfig()
+)
 
 
 def as_flushcontrol(config: Any) -> FlushControlConfig:

@@ -93,15 +93,6 @@ class OTLPReceiverConfig:
         return []
 
 
-def all_problems(config: OTLPReceiverConfig) -> list[tuple[str, str]]:
-    """Every problem of the config and its nested parts, with key paths from the receiver."""
-    problems = config.validate()
-    for name, part in (("grpc", config.protocols.grpc), ("http", config.protocols.http)):
-        if part is not None:
-            problems += [(f"protocols::{name}::{key}", msg) for key, msg in part.validate()]
-    return problems
-
-
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     """("127.0.0.1", 4317) from "127.0.0.1:4317"; an IPv6 host is written in brackets and
     returned without them. Raises ValueError with a message fit for a config error."""

@@ -4,12 +4,10 @@ and the factory the collector builds it with."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Protocol
 
-from collector._component import BuildContext, Kind
-from collector._signals import Signal
-from collector.errors import ConfigError, ConfigProblem
-from collector.receivers.otlp._config import OTLPReceiverConfig, all_problems
+from collector._component import BuildContext, ComponentFactory, Kind
+from collector.receivers.otlp._config import OTLPReceiverConfig
 from collector.receivers.otlp._intake import Intake
 
 # In-flight requests get this long to finish at shutdown; Lambda's whole SHUTDOWN phase is
@@ -83,23 +81,5 @@ class OTLPReceiver:
                     group.create_task(server.stop(self.shutdown_grace))
 
 
-class _OTLPReceiverFactory:
-    type_name = "otlp"
-    kind = Kind.RECEIVER
-    config_type: type[Any] = OTLPReceiverConfig
-    signals = frozenset(Signal)
-
-    def default_config(self) -> OTLPReceiverConfig:
-        # As in the OpenTelemetry Collector, no protocol is on until the config names it.
-        return OTLPReceiverConfig()
-
-    def create(self, config: OTLPReceiverConfig, context: BuildContext) -> OTLPReceiver:
-        problems = all_problems(config)
-        if problems:
-            raise ConfigError(
-                [ConfigProblem(f"receivers::{context.id}::{path}", msg) for path, msg in problems]
-            )
-        return OTLPReceiver(config, context)
-
-
-FACTORY = _OTLPReceiverFactory()
+# As in the OpenTelemetry Collector, no protocol is on until the config names one.
+FACTORY = ComponentFactory("otlp", Kind.RECEIVER, OTLPReceiverConfig, OTLPReceiver)
