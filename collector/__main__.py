@@ -133,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_ctl(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
-    from collector._confmap import parse_duration
+    from collector._duration import parse_duration
     from collector.control import CONTROL_ENDPOINT_ENV, DEFAULT_CONTROL_ENDPOINT, ControlClient
     from collector.errors import ControlError
 

@@ -11,11 +11,11 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import yaml
 
+from collector._duration import parse_duration
 from collector.errors import ConfigError, ConfigProblem
 
 PATH_SEPARATOR = "::"
@@ -421,43 +421,6 @@ def _relocate(node: Node, line: int) -> Node:
     if isinstance(node, ListNode):
         return ListNode(tuple(_relocate(item, line) for item in node.items), line)
     return dataclasses.replace(node, line=line, expanded=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Durations, as Go's time.ParseDuration writes them.
-
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_NANOS = {
-    "ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
-    "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
-}
-
-
-def parse_duration(text: str) -> datetime.timedelta:
-    """"1m30s", "250ms", "1.5s", "-2h", "0" -> timedelta (to the microsecond); raises
-    ValueError for anything else, including a number without a unit."""
-    body = text[1:] if text[:1] in ("+", "-") else text
-    if body == "0":
-        return datetime.timedelta(0)
-    if not body:
-        raise ValueError(f'invalid duration "{text}"')
-    nanos = Decimal(0)
-    pos = 0
-    while pos < len(body):
-        match = _DURATION_PART.match(body, pos)
-        if match is None:
-            raise ValueError(f'invalid duration "{text}"')
-        try:
-            nanos += Decimal(match.group(1)) * _UNIT_NANOS[match.group(2)]
-        except InvalidOperation as exc:
-            raise ValueError(f'invalid duration "{text}"') from exc
-        pos = match.end()
-    micros = int((nanos / 1000).to_integral_value())
-    try:
-        delta = datetime.timedelta(microseconds=micros)
-    except OverflowError as exc:
-        raise ValueError(f'duration "{text}" is too large') from exc
-    return -delta if text.startswith("-") else delta
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,10 +5,10 @@ A bad value becomes one clear problem line and the default; nothing here raises.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from collector._duration import parse_duration as collector_duration
 from collector.control import CONTROL_ENDPOINT_ENV, DEFAULT_CONTROL_ENDPOINT, socket_path
 from companion._register import valid_extension_name
 
@@ -30,8 +30,6 @@ LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _LEVEL_ALIASES = {"warn": "warning"}
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,14 +61,16 @@ class Settings:
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in "2s", "500ms", "1.5s", "1m" or "0"; raises ValueError otherwise."""
+    """Seconds in a duration as the collector's config writes them ("2s", "500ms", "1m30s",
+    "0"); raises ValueError otherwise, and for a negative one."""
     text = text.strip()
-    if text == "0":
-        return 0.0
-    match = _DURATION.match(text)
-    if match is None:
+    try:
+        seconds = collector_duration(text).total_seconds()
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
         raise ValueError(f'"{text}" is not a duration like "2s" or "500ms"')
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
