@@ -25,8 +25,8 @@ from google.protobuf import json_format
 from backend._faults import GRPC_CODE_OF_HTTP_STATUS, FaultPlan, FaultSpec
 from backend._store import Item, RequestRecord, SignalStats, Store, items_of
 from collector import _otlpjson
+from collector._rpcstatus import encode_status
 from collector._signals import Signal
-from collector.exporters._rpcstatus import encode_status
 
 GRPC_SERVICES = {
     Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",

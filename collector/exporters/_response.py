@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from collector._rpcstatus import decode_status
 from collector._signals import Signal
-from collector.exporters._rpcstatus import decode_status
 
 # The partial-success field that counts rejected items, per signal, in proto and JSON names.
 _REJECTED_FIELD = {

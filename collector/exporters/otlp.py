@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from collector._component import ComponentFactory, ExportResult, Kind, Outcome
+from collector._rpcstatus import decode_status
 from collector._signals import Payload, Signal
 from collector.errors import ExportError
 from collector.exporters._response import (
@@ -25,7 +26,6 @@ from collector.exporters._retry import (
     StaleConnectionError,
     is_retryable_grpc,
 )
-from collector.exporters._rpcstatus import decode_status
 from collector.exporters._tls import TLSConfig, read_pem_files
 
 TYPE_NAME = "otlp"

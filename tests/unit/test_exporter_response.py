@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from collector._rpcstatus import RpcStatus, decode_status, encode_status
 from collector._signals import Signal
 from collector.exporters._response import (
     PartialSuccess,
@@ -23,7 +24,6 @@ from collector.exporters._response import (
     scrub_secrets,
     secret_values,
 )
-from collector.exporters._rpcstatus import RpcStatus, decode_status, encode_status
 
 
 def test_partial_success_counts_rejected_items_of_each_signal_in_protobuf() -> None:

@@ -1,7 +1,7 @@
 """Why the receiver refused a request, and the google.rpc.Status that tells the sender.
 
-Status and RetryInfo are written by hand (five fields in all) so that the collector does not
-need googleapis-common-protos at run time.
+Status and RetryInfo are written by collector/_rpcstatus.py, by hand, so that the collector
+does not need googleapis-common-protos at run time.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import enum
 import json
 import math
 
-_RETRY_INFO_TYPE_URL = "type.googleapis.com/google.rpc.RetryInfo"
+from collector._rpcstatus import RETRY_INFO_TYPE_URL, encode_retry_info, encode_status
 
 
 class Problem(enum.Enum):
@@ -69,20 +69,12 @@ def retry_after_header(seconds: float) -> str:
 
 def retry_info_bytes(seconds: float) -> bytes:
     """A serialized google.rpc.RetryInfo{retry_delay: seconds}."""
-    whole, nanos = _split_seconds(seconds)
-    duration = _varint_field(1, whole) + _varint_field(2, nanos)
-    return _message_field(1, duration)
+    return encode_retry_info(seconds)
 
 
 def status_bytes(problem: Problem, message: str, retry_after: float | None = None) -> bytes:
     """A serialized google.rpc.Status, with a RetryInfo detail when retry_after is set."""
-    out = _varint_field(1, problem.grpc_code_value) + _bytes_field(2, message.encode())
-    if retry_after is not None:
-        detail = _bytes_field(1, _RETRY_INFO_TYPE_URL.encode()) + _bytes_field(
-            2, retry_info_bytes(retry_after)
-        )
-        out += _message_field(3, detail)
-    return out
+    return encode_status(problem.grpc_code_value, message, retry_after)
 
 
 def status_json(problem: Problem, message: str, retry_after: float | None = None) -> bytes:
@@ -94,7 +86,7 @@ def status_json(problem: Problem, message: str, retry_after: float | None = None
         digits = next(n for n in (0, 3, 6, 9) if nanos % 10 ** (9 - n) == 0)
         fraction = f".{nanos // 10 ** (9 - digits):0{digits}d}" if digits else ""
         delay = f"{whole}{fraction}s"
-        status["details"] = [{"@type": _RETRY_INFO_TYPE_URL, "retryDelay": delay}]
+        status["details"] = [{"@type": RETRY_INFO_TYPE_URL, "retryDelay": delay}]
     return json.dumps(status, separators=(",", ":")).encode()
 
 
@@ -103,26 +95,3 @@ def _split_seconds(seconds: float) -> tuple[int, int]:
     whole = int(seconds)
     nanos = min(round((seconds - whole) * 1e9), 999_999_999)
     return whole, nanos
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _varint_field(number: int, value: int) -> bytes:
-    # proto3 leaves zero scalars out.
-    return _varint(number << 3) + _varint(value) if value else b""
-
-
-def _bytes_field(number: int, value: bytes) -> bytes:
-    return _message_field(number, value) if value else b""
-
-
-def _message_field(number: int, value: bytes) -> bytes:
-    # A message field is written even when empty: its presence is meaningful.
-    return _varint(number << 3 | 2) + _varint(len(value)) + value

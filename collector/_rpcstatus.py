@@ -1,7 +1,8 @@
 """google.rpc.Status with a RetryInfo detail, read and written by hand on the protobuf wire.
 
 OTLP servers send it in gRPC's `grpc-status-details-bin` trailer and in OTLP/HTTP error
-bodies; these three small messages do not justify a dependency on googleapis-common-protos.
+bodies: the receiver writes it, the exporters read it. These three small messages do not
+justify a dependency on googleapis-common-protos.
 """
 
 from __future__ import annotations
@@ -46,19 +47,24 @@ def encode_status(code: int, message: str = "", retry_delay: float | None = None
     if message:
         out += _length_delimited(2, message.encode())
     if retry_delay is not None:
-        seconds = int(retry_delay)
-        nanos = round((retry_delay - seconds) * 1e9)
-        duration = bytearray()
-        if seconds:
-            duration += _key(1, _VARINT) + _varint(seconds)
-        if nanos:
-            duration += _key(2, _VARINT) + _varint(nanos)
-        retry_info = _length_delimited(1, bytes(duration))
         any_message = _length_delimited(1, RETRY_INFO_TYPE_URL.encode()) + _length_delimited(
-            2, retry_info
+            2, encode_retry_info(retry_delay)
         )
         out += _length_delimited(3, any_message)
     return bytes(out)
+
+
+def encode_retry_info(retry_delay: float) -> bytes:
+    """Serializes a google.rpc.RetryInfo{retry_delay} (negative delays count as 0)."""
+    retry_delay = max(0.0, retry_delay)
+    seconds = int(retry_delay)
+    nanos = min(round((retry_delay - seconds) * 1e9), 999_999_999)
+    duration = bytearray()
+    if seconds:
+        duration += _key(1, _VARINT) + _varint(seconds)
+    if nanos:
+        duration += _key(2, _VARINT) + _varint(nanos)
+    return _length_delimited(1, bytes(duration))
 
 
 def _retry_delay_of_any(data: bytes) -> float | None:
