@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not chaos"
 
 lint: venv
 	$(PY) -m ruff check .
@@ -43,6 +43,15 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) scripts/build_layer.py --arch host
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The long fault scenarios (tests marked chaos) and the fuzz targets with many more examples;
+# prints the ledger of each scenario. make chaos CHAOS_ARGS="-k load" FUZZ_EXAMPLES=5000.
+FUZZ_EXAMPLES ?= 1000
+chaos: venv
+	AFTERFLUSH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) AFTERFLUSH_FUZZ_RANDOM=1 \
+		$(PY) -m pytest -q -rxX -m "chaos" tests/chaos $(CHAOS_ARGS)
+	AFTERFLUSH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) AFTERFLUSH_FUZZ_RANDOM=1 \
+		$(PY) -m pytest -q -rxX tests/fuzz $(CHAOS_ARGS)
 
 # Regenerates the committed control-service code from collector/proto.
 proto: venv
