@@ -15,7 +15,7 @@ EVENT = {"spans": 20, "points": 2, "logs": 2}
 @pytest.mark.parametrize(
     ("exporter", "invocations"),
     [
-        ("otlphttp", 12),
+        ("otlphttp", 8),
         pytest.param("otlphttp", 150, marks=pytest.mark.chaos, id="otlphttp-long"),
         pytest.param("otlp", 150, marks=pytest.mark.chaos, id="otlp-long"),
     ],

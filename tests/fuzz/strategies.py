@@ -3,7 +3,7 @@ nested attributes), ways to break their bytes, and collector YAML (valid, broken
 naming unknown components).
 
 FUZZ is the settings every fuzz test uses: AFTERFLUSH_FUZZ_EXAMPLES examples per target
-(60 by default, as `make test` runs them; `make chaos` asks for more), derandomized unless
+(40 by default, as `make test` runs them; `make chaos` asks for more), derandomized unless
 AFTERFLUSH_FUZZ_RANDOM=1 so that `make test` is repeatable.
 """
 
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from collector._signals import Signal
 
-EXAMPLES = int(os.environ.get("AFTERFLUSH_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("AFTERFLUSH_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from google.protobuf.message import DecodeError
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector._signals import Signal
 from tests.fixtures.backend import trace_payload
 from tests.fuzz.strategies import (
     BODY_LIMIT,
+    EXAMPLES,
     FUZZ,
     SIGNALS,
     TIMEOUT_SECONDS,
@@ -114,7 +115,8 @@ def test_grpc_receiver_answers_every_malformed_call_as_documented(fuzz_collector
         ("grpc.max_send_message_length", 4 * MAX_MESSAGE),
     ]) as channel:
 
-        @FUZZ
+        # Near-limit messages are a megabyte each: fewer of them.
+        @settings(FUZZ, max_examples=max(10, EXAMPLES // 4) if wrong == "size" else EXAMPLES)
         @given(call=calls(wrong))
         def one_call(call: Call) -> None:
             nonlocal refused
