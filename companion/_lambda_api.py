@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from companion._http import HttpError, Response, request
+from collector._http11 import HttpError, Response, request
 from companion._register import (
     ACCEPT_FEATURE_HEADER,
     EXTENSIONS_PATH,

@@ -10,12 +10,14 @@ import json
 import socket
 from collections import OrderedDict
 
-from companion._http import Request, Server
+from collector._http11 import Request, Response, Server
 from companion._lambda_api import SANDBOX_HOSTNAME
 from companion._log import Logger
 
 RUNTIME_DONE = "platform.runtimeDone"
 LOOPBACK = "127.0.0.1"
+# Lambda posts each batch at once; a started one that stalls this long is given up.
+BATCH_READ_TIMEOUT_SECONDS = 10.0
 
 
 class RuntimeDoneTracker:
@@ -87,7 +89,7 @@ class TelemetryListener:
     def __init__(self, tracker: RuntimeDoneTracker, log: Logger) -> None:
         self._tracker = tracker
         self._log = log
-        self._server = Server(self._handle)
+        self._server = Server(self._handle, read_timeout=BATCH_READ_TIMEOUT_SECONDS)
         self.host = LOOPBACK
         self.port = 0
 
@@ -97,16 +99,18 @@ class TelemetryListener:
         self.port = await self._server.start(self.host, port)
         return self.port
 
-    async def _handle(self, request: Request) -> tuple[int, bytes]:
+    async def _handle(self, request: Request) -> Response:
         if request.method != "POST":
-            return 405, b""
+            return Response(405, {"Allow": "POST"})
+        # A body that cannot be read is answered by the server (400, 408, 413).
+        body = await request.read()
         try:
-            count = handle_batch(request.body, self._tracker)
+            count = handle_batch(body, self._tracker)
         except ValueError as exc:
             self._log.debug(f"telemetry batch rejected: {exc}")
-            return 400, b""
+            return Response(400)
         self._log.debug(f"telemetry batch of {count} events")
-        return 200, b""
+        return Response(200)
 
     async def aclose(self) -> None:
         await self._server.aclose()

@@ -264,8 +264,8 @@ asyncio.run(main())
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
 
-    # Then grpc was never imported
-    assert json.loads(done.stdout) == {"grpc": False, "aiohttp": True}
+    # Then neither grpc nor aiohttp was imported (OTLP/HTTP runs on collector._http11)
+    assert json.loads(done.stdout) == {"grpc": False, "aiohttp": False}
 
 
 # --- shutdown -----------------------------------------------------------------------------

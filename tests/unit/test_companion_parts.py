@@ -9,8 +9,8 @@ import json
 
 import pytest
 
+from collector._http11 import HttpError, read_body
 from collector.proto import control_pb2
-from companion._http import HttpError, _read_body
 from companion._lambda_api import InvokeEvent, LambdaApiError, ShutdownEvent, parse_event
 from companion._log import DEBUG, INFO, Logger
 from companion._main import collector_env, parse_name
@@ -239,16 +239,16 @@ def reader_of(data: bytes) -> asyncio.StreamReader:
 
 
 async def test_bodies_are_read_by_length_chunks_or_to_the_end() -> None:
-    assert await _read_body(reader_of(b"abcdef"), {"content-length": "4"}, until_eof=False) == b"abcd"
+    assert await read_body(reader_of(b"abcdef"), {"content-length": "4"}, until_eof=False) == b"abcd"
     chunked = b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n"
-    assert await _read_body(reader_of(chunked), {"transfer-encoding": "chunked"}, until_eof=False) == b"abcde"
-    assert await _read_body(reader_of(b"rest"), {}, until_eof=True) == b"rest"
-    assert await _read_body(reader_of(b"rest"), {}, until_eof=False) == b""
+    assert await read_body(reader_of(chunked), {"transfer-encoding": "chunked"}, until_eof=False) == b"abcde"
+    assert await read_body(reader_of(b"rest"), {}, until_eof=True) == b"rest"
+    assert await read_body(reader_of(b"rest"), {}, until_eof=False) == b""
 
 
 async def test_a_bad_content_length_is_an_http_error() -> None:
     with pytest.raises(HttpError, match="bad content-length"):
-        await _read_body(reader_of(b""), {"content-length": "-1"}, until_eof=False)
+        await read_body(reader_of(b""), {"content-length": "-1"}, until_eof=False)
 
 
 def test_register_responses_parse_with_length_or_chunks() -> None:

@@ -1,6 +1,6 @@
 """The `otlp` receiver: OTLP over gRPC (4317) and HTTP (4318) into the collector's pipelines.
 
-FACTORY builds it from an OTLPReceiverConfig; grpc and aiohttp load only when a protocol
+FACTORY builds it from an OTLPReceiverConfig; grpc and the HTTP server load only when a protocol
 that needs them starts.
 """
 

@@ -1,17 +1,12 @@
-"""OTLP/HTTP: POST of binary protobuf or OTLP/JSON, optionally gzip/deflate, on aiohttp's
-low-level server; answers and errors follow the OTLP/HTTP specification."""
+"""OTLP/HTTP: POST of binary protobuf or OTLP/JSON, optionally gzip/deflate, on the
+collector's own HTTP/1.1 server; answers and errors follow the OTLP/HTTP specification."""
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import zlib
-from typing import Any
 
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-
-from collector import _otlpjson
+from collector import _http11, _otlpjson
 from collector._signals import Signal
 from collector.receivers.otlp import _listen
 from collector.receivers.otlp._config import HTTPServerConfig
@@ -31,15 +26,19 @@ class Encoding(enum.Enum):
 
 
 _MEDIA_TYPES = {"application/x-protobuf": Encoding.PROTOBUF, "application/json": Encoding.JSON}
-_SUCCESS_BODY = {Encoding.PROTOBUF: b"", Encoding.JSON: b"{}"}
+_SUCCESS = {
+    encoding: _http11.Response(200, {"Content-Type": encoding.value}, body)
+    for encoding, body in ((Encoding.PROTOBUF, b""), (Encoding.JSON, b"{}"))
+}
 # A client whose body we refused early gets its answer once the rest of the body is read
 # and thrown away; bounded so a large upload cannot hold the connection long.
 _LINGER_SECONDS = 2.0
 _READ_TIMEOUT_SECONDS = 30.0
+_SERVER_NAME = "afterflush-collector"
 
 
 class HTTPServer:
-    """One aiohttp low-level server on one or more listening sockets."""
+    """One HTTP/1.1 server on one or more listening sockets."""
 
     def __init__(self, config: HTTPServerConfig, intake: Intake) -> None:
         self._config = config
@@ -50,8 +49,7 @@ class HTTPServer:
             config.metrics_url_path: Signal.METRICS,
             config.logs_url_path: Signal.LOGS,
         }
-        self._web: web.Server | None = None
-        self._servers: list[asyncio.Server] = []
+        self._server: _http11.Server | None = None
 
     async def start(self) -> str:
         """Binds and starts serving; returns the bound "host:port". Raises OSError naming
@@ -68,16 +66,15 @@ class HTTPServer:
                 sockets.append(_listen.bind(extra, bound))
             except OSError:
                 pass
-        self._web = web.Server(
+        server = self._server = _http11.Server(
             self._handle,
-            access_log=None,
-            auto_decompress=False,
-            lingering_time=_LINGER_SECONDS,
+            max_body_bytes=self._limit,
+            read_timeout=_READ_TIMEOUT_SECONDS,
+            linger=_LINGER_SECONDS,
+            server_name=_SERVER_NAME,
         )
-        loop = asyncio.get_running_loop()
         try:
-            for sock in sockets:
-                self._servers.append(await loop.create_server(self._web, sock=sock, backlog=128))
+            await server.start_on(sockets)
         except BaseException:
             for sock in sockets:
                 sock.close()
@@ -87,23 +84,12 @@ class HTTPServer:
 
     async def stop(self, grace: float) -> None:
         """Stops accepting connections; requests in flight get `grace` seconds to finish."""
-        servers, self._servers = self._servers, []
-        web_server, self._web = self._web, None
-        for server in servers:
-            server.close()
-        if web_server is not None:
-            # Idle keep-alive connections close now, busy ones after their request.
-            web_server.pre_shutdown()
-            await web_server.shutdown(grace)
-        for server in servers:
-            try:
-                async with asyncio.timeout(grace):
-                    await server.wait_closed()
-            except TimeoutError:
-                pass
+        server, self._server = self._server, None
+        if server is not None:
+            await server.aclose(grace)
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        encoding = _encoding_of(request.headers.get("Content-Type", ""))
+    async def _handle(self, request: _http11.Request) -> _http11.Response:
+        encoding = _encoding_of(request.headers.get("content-type", ""))
         try:
             signal = self._paths.get(request.path)
             if signal is None:
@@ -119,7 +105,7 @@ class HTTPServer:
             if encoding is None:
                 raise Rejected(
                     Problem.UNSUPPORTED_MEDIA_TYPE,
-                    f'Content-Type "{request.headers.get("Content-Type", "")}" is not supported;'
+                    f'Content-Type "{request.headers.get("content-type", "")}" is not supported;'
                     " use application/x-protobuf or application/json",
                 )
             body = await self._read_body(request)
@@ -134,45 +120,33 @@ class HTTPServer:
         except Rejected as rejection:
             self._intake.count(rejection)
             return _error_response(rejection, encoding or Encoding.PROTOBUF)
-        return web.Response(body=_SUCCESS_BODY[encoding], content_type=encoding.value)
+        return _SUCCESS[encoding]
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
+    async def _read_body(self, request: _http11.Request) -> bytes:
         limit = self._limit
         length = request.content_length
         if length is not None and length > limit:
             raise _too_large(f"the body ({length} bytes)", limit)
-        coding = request.headers.get("Content-Encoding", "").strip().lower()
+        coding = request.headers.get("content-encoding", "").strip().lower()
         if coding not in ("", "identity", "gzip", "x-gzip", "deflate"):
             raise Rejected(
                 Problem.UNSUPPORTED_MEDIA_TYPE,
                 f'Content-Encoding "{coding}" is not supported; use gzip, deflate or none',
             )
-        if (
-            request.version >= (1, 1)
-            and request.headers.get("Expect", "").lower() == "100-continue"
-        ):
-            # curl asks before sending a body over 1 KiB, and waits a second for an answer.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0
-        chunks: list[bytes] = []
-        size = 0
         try:
-            async with asyncio.timeout(_READ_TIMEOUT_SECONDS):
-                while chunk := await request.content.readany():
-                    size += len(chunk)
-                    if size > limit:
-                        raise _too_large("the body", limit)
-                    chunks.append(chunk)
-        except TimeoutError:
+            # Answers Expect: 100-continue before reading.
+            body = await request.read(limit)
+        except _http11.BodyTooLarge:
+            raise _too_large("the body", limit) from None
+        except _http11.BodyTimeout:
             raise Rejected(
                 Problem.TIMEOUT, f"the body did not arrive within {_READ_TIMEOUT_SECONDS:g} s"
             ) from None
-        except HttpProcessingError as exc:
+        except _http11.RequestError as exc:
             raise Rejected(Problem.BAD_DATA, f"the body is malformed: {exc.message}") from None
-        except ConnectionError:
+        except _http11.Disconnected:
             # The sender went away mid-body; nobody is left to answer, only to count.
             raise Rejected(Problem.DISCONNECTED, "the connection closed mid-body") from None
-        body = b"".join(chunks)
         if coding in ("gzip", "x-gzip"):
             return _inflate(body, 16 + zlib.MAX_WBITS, "gzip", limit)
         if coding == "deflate":
@@ -219,17 +193,15 @@ def _too_large(what: str, limit: int) -> Rejected:
     return Rejected(Problem.TOO_LARGE, f"{what} is over max_request_body_size ({limit} bytes)")
 
 
-def _error_response(rejection: Rejected, encoding: Encoding) -> web.Response:
+def _error_response(rejection: Rejected, encoding: Encoding) -> _http11.Response:
     problem = rejection.problem
     if encoding is Encoding.JSON:
         body = status_json(problem, rejection.message, rejection.retry_after)
     else:
         body = status_bytes(problem, rejection.message, rejection.retry_after)
-    headers: dict[str, Any] = {}
+    headers = {"Content-Type": encoding.value}
     if rejection.retry_after is not None and problem.http_status in (429, 503):
         headers["Retry-After"] = retry_after_header(rejection.retry_after)
     if problem is Problem.METHOD_NOT_ALLOWED:
         headers["Allow"] = "POST"
-    return web.Response(
-        status=problem.http_status, body=body, content_type=encoding.value, headers=headers
-    )
+    return _http11.Response(problem.http_status, headers, body)

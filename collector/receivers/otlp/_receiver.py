@@ -49,7 +49,7 @@ class OTLPReceiver:
         self._state = "started"
         protocols = self.config.protocols
         try:
-            # Imported here: each server pulls in a heavy library (grpc, aiohttp) that a
+            # Imported here: each server pulls in code (grpc above all) that a
             # config without that protocol should not pay for at cold start.
             if protocols.grpc is not None:
                 from collector.receivers.otlp._grpc import GRPCServer
