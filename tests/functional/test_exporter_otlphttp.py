@@ -4,6 +4,9 @@ dates, and the one immediate retry when a pooled connection was closed by the pe
 from __future__ import annotations
 
 import gzip
+import json
+import subprocess
+import sys
 
 from backend import FaultSpec
 from collector._component import ExportResult, Outcome
@@ -125,3 +128,37 @@ async def test_export_before_start_or_after_shutdown_keeps_the_data() -> None:
         assert early == ExportResult(Outcome.RETRYABLE, error="otlphttp: exporter not started")
         assert late == ExportResult(Outcome.RETRYABLE, error="otlphttp: exporter shut down")
         assert backend.requests() == []
+
+
+def test_aiohttp_is_imported_at_the_first_export_not_at_start() -> None:
+    # Given a started otlphttp exporter in a fresh interpreter, and a backend that says 200
+    script = """
+import asyncio, json, sys
+from collector import _http11
+from collector._signals import Payload, Signal
+from collector.exporters.otlphttp import OTLPHTTPConfig, OTLPHTTPExporter
+
+async def ok(request):
+    await request.read()
+    return _http11.Response(200, {"Content-Type": "application/x-protobuf"})
+
+async def main():
+    backend = _http11.Server(ok)
+    port = await backend.start("127.0.0.1")
+    exporter = OTLPHTTPExporter("otlphttp", OTLPHTTPConfig(endpoint=f"http://127.0.0.1:{port}"))
+    await exporter.start()
+    after_start = "aiohttp" in sys.modules
+    deadline = asyncio.get_running_loop().time() + 10
+    result = await exporter.export(Payload(Signal.TRACES, b"", 1), deadline)
+    await exporter.shutdown()
+    await backend.aclose()
+    print(json.dumps([after_start, "aiohttp" in sys.modules, result.outcome.name]))
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    # Then start() left aiohttp unloaded and the first export loaded it and delivered
+    assert json.loads(done.stdout) == [False, True, "SUCCESS"]
