@@ -1,9 +1,11 @@
-"""Part 2, cold start: the emulator's Init duration of a fresh environment without a layer and
-with the afterflush layer, and the companion's own breakdown from its ready line.
+"""Part 2, cold start: the emulator's Init duration of a fresh environment (initialised at once,
+--init-now) without a layer and with the afterflush layer, and the companion's own breakdown
+from its ready line.
 
 The layer ships no bytecode and Lambda's /opt is read-only, so every real cold start compiles
 the layer's modules: the "as shipped" runs remove what earlier runs compiled. The "bytecode
-cached" runs keep it, to show what shipping compiled modules would save.
+cached" runs keep it, to show what shipping compiled modules would save; the "SDK only" runs
+are the layer without its extension (the function side alone), to tell the two sides apart.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from bench._errors import BenchError
 from bench._procs import Backend
 from bench._stats import spread
 
-VARIANTS = ("no-layer", "layer", "layer-bytecode-cached")
+VARIANTS = ("no-layer", "layer", "layer-bytecode-cached", "layer-sdk-only")
 
 
 def forget_bytecode(directory: Path) -> int:
@@ -31,16 +33,17 @@ def forget_bytecode(directory: Path) -> int:
 
 
 def one_cold_start(
-    ws: Workspace, backend: Backend, mode: Mode, memory_mb: int, workdir: Path
+    ws: Workspace, backend: Backend, variant: str, memory_mb: int, workdir: Path
 ) -> dict[str, Any]:
-    with environment(ws, backend, mode, memory_mb, workdir) as env:
-        record = env.invoke({})
-        inits = env.emulator.init_records()
-        breakdown = env.companion_ready() if mode is not Mode.FLOOR else None
-    if not record.get("coldStart") or not inits or inits[-1].get("status") != "success":
-        raise BenchError(f"cold start at {memory_mb} MB: no successful init was recorded")
-    return {"init_ms": float(inits[-1]["initDurationMs"]), "companion": breakdown,
-            "init_attempts": len(inits)}
+    mode = Mode.FLOOR if variant == "no-layer" else Mode.AFTERFLUSH
+    opt = ws.sdk_only_layer if variant == "layer-sdk-only" else None
+    with environment(ws, backend, mode, memory_mb, workdir, opt=opt, init_now=True) as env:
+        init = env.wait_init()
+        breakdown = env.companion_ready() if opt is None and mode is not Mode.FLOOR else None
+    if init.get("status") != "success":
+        raise BenchError(f"{variant} cold start at {memory_mb} MB: Init ended with "
+                         f"{init.get('status')} {init.get('errorType') or ''}")
+    return {"init_ms": float(init["initDurationMs"]), "companion": breakdown}
 
 
 def run_cold_starts(
@@ -57,11 +60,10 @@ def run_cold_starts(
     # Interleaved, so that a slow spell of the machine does not land on one variant only.
     for index in range(runs):
         for variant in VARIANTS:
-            mode = Mode.FLOOR if variant == "no-layer" else Mode.AFTERFLUSH
             if variant == "layer":
                 forget_bytecode(ws.layer)
             samples[variant].append(
-                one_cold_start(ws, backend, mode, memory_mb, workdir / f"{variant}-{index}")
+                one_cold_start(ws, backend, variant, memory_mb, workdir / f"{variant}-{index}")
             )
         progress(
             f"cold start {index + 1}/{runs} at {memory_mb} MB: "
@@ -81,7 +83,7 @@ def run_cold_starts(
             }
         result["variants"][variant] = entry
     floor = result["variants"]["no-layer"]["init_ms"]["median"]
-    for variant in ("layer", "layer-bytecode-cached"):
+    for variant in VARIANTS[1:]:
         median = result["variants"][variant]["init_ms"]["median"]
         result["variants"][variant]["overhead_ms"] = (
             None if floor is None or median is None else round(median - floor, 1)

@@ -2,8 +2,8 @@
 benchmark function, and for each mode (no telemetry, synchronous, afterflush) the emulator's
 --opt directory and the function's environment.
 
-The layer is used as built (dist/afterflush-python-<arch>.zip); only the synchronous mode swaps
-its extension launcher for one that runs the same companion with `collector run --no-hold`.
+The layer is used as built (dist/afterflush-python-<arch>.zip); the synchronous mode is the same
+layer told AFTERFLUSH_HOLD=false, so that the companion runs the collector without flushcontrol.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from bench._errors import BenchError
 
 REPO = Path(__file__).resolve().parents[1]
 FUNCTION_DIR = Path(__file__).resolve().parent / "function"
-SYNC_LAUNCHER = Path(__file__).resolve().parent / "_sync_launch.py"
 HANDLER = "app.handler"
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 # What Lambda's Python runtime has in /var/runtime besides the standard library.
@@ -120,26 +119,13 @@ def lambda_python(root: Path) -> LambdaPython:
     return LambdaPython(python=python, bin_dir=env_dir / "bin", runtime_dir=runtime_dir)
 
 
-def sync_variant(layer: Path, destination: Path) -> Path:
-    """A view of `layer` (symlinks to its entries) whose extension launcher runs the companion
-    with the collector in `--no-hold` mode: the synchronous flush, as the ADOT collector does."""
+def without_extension(layer: Path, destination: Path) -> Path:
+    """A view of `layer` (symlinks to its entries) without its extension: the function side
+    alone (SDK set-up by otel-instrument), for telling the Init costs apart."""
     destination.mkdir(parents=True)
     for entry in layer.iterdir():
         if entry.name != "extensions":
             (destination / entry.name).symlink_to(entry)
-    bench_dir = destination / "bench"
-    bench_dir.mkdir()
-    shutil.copy2(SYNC_LAUNCHER, bench_dir / "sync_launch.py")
-    extensions = destination / "extensions"
-    extensions.mkdir()
-    launcher = extensions / "afterflush"
-    # Like the layer's launcher: the function's Python, isolated from the function's path.
-    launcher.write_text(
-        "#!/bin/sh\n"
-        'here=$(cd -- "${0%/*}/.." && pwd)\n'
-        'exec python3 -I "$here/bench/sync_launch.py" --name "${0##*/}"\n'
-    )
-    launcher.chmod(0o755)
     return destination
 
 
@@ -174,7 +160,7 @@ class Workspace:
 
     root: Path
     layer: Path
-    sync_layer: Path
+    sdk_only_layer: Path
     empty_opt: Path
     task: Path
     runtime: LambdaPython
@@ -189,7 +175,7 @@ class Workspace:
         return cls(
             root=root,
             layer=layer,
-            sync_layer=sync_variant(layer, root / "layer-sync"),
+            sdk_only_layer=without_extension(layer, root / "layer-sdk-only"),
             empty_opt=empty,
             task=task,
             runtime=lambda_python(root / "lambda"),
@@ -203,8 +189,7 @@ class Workspace:
         return env
 
     def opt_for(self, mode: Mode) -> Path:
-        return {Mode.FLOOR: self.empty_opt, Mode.SYNC: self.sync_layer,
-                Mode.AFTERFLUSH: self.layer}[mode]
+        return self.empty_opt if mode is Mode.FLOOR else self.layer
 
     def function_env(self, mode: Mode, directory: Path, backend_http: str) -> dict[str, str]:
         """The function's variables for `mode`; writes the collector config into `directory`."""
@@ -227,4 +212,6 @@ class Workspace:
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{http_port}",
             "OTEL_METRIC_EXPORT_INTERVAL": METRIC_INTERVAL_MS,
             "PYTHONPATH": str(self.runtime.runtime_dir),
+            # The synchronous flush, as the ADOT collector does it: exports before answering.
+            "AFTERFLUSH_HOLD": "false" if mode is Mode.SYNC else "true",
         }

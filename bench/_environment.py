@@ -18,12 +18,14 @@ from typing import Any
 
 from bench._deploy import HANDLER, Mode, Workspace
 from bench._errors import BenchError
-from bench._procs import Backend, Emulator, peak_rss_bytes
+from bench._procs import Backend, Emulator, peak_rss_bytes, pss_bytes, wait_for
 
 # The function's timeout: long enough for three exports of 1 s each and a slow init.
 FUNCTION_TIMEOUT_S = 30.0
-# Cold inits that time out (10 s, Lambda's limit) before one succeeds; more is a failure.
+# Cold inits that time out before one succeeds; more is a failure.
 MAX_INIT_ATTEMPTS = 4
+# Longest a warm-up invocation may take, a slow Init included.
+WARM_UP_INVOKE_TIMEOUT_S = 150.0
 READY_LINE = re.compile(
     r"ready in (?P<ready>\d+(?:\.\d+)?) ?ms \(registered (?P<registered>\d+(?:\.\d+)?) ?ms, "
     r"collector ready (?P<collector>\d+(?:\.\d+)?) ?ms\)"
@@ -82,6 +84,23 @@ class Environment:
                     found[role] = round(max(found[role] or 0, peak / 2**20), 1)
         return found
 
+    def pss_mb(self) -> dict[str, float | None]:
+        """Proportional set size of each process of ours now, in MiB: shared pages (the same
+        libraries mapped by the companion and the collector) counted once between them."""
+        found: dict[str, float | None] = dict.fromkeys(ROLES)
+        for proc in self.emulator.descendants():
+            with contextlib.suppress(Exception):
+                role = role_of(proc.cmdline())
+                pss = pss_bytes(proc.pid)
+                if role is not None and pss is not None:
+                    found[role] = round((found[role] or 0) + pss / 2**20, 1)
+        return found
+
+    def wait_init(self, timeout: float = 30.0) -> dict[str, Any]:
+        """The first Init's record (with init_now), waiting for it (bounded)."""
+        return wait_for(lambda: next(iter(self.emulator.init_records()), None), timeout,
+                        f"{self.mode} Init at {self.memory_mb} MB", self.emulator.process.proc)
+
     def companion_ready(self) -> dict[str, float] | None:
         """The companion's own start-up breakdown from its ready line, in ms."""
         match = READY_LINE.search(self.log_text())
@@ -103,14 +122,19 @@ def environment(
     workdir: Path,
     *,
     extra_env: Mapping[str, str] | None = None,
+    init_timeout: float | None = None,
+    opt: Path | None = None,
+    init_now: bool = False,
 ) -> Iterator[Environment]:
-    """A fresh environment of `mode` at `memory_mb` (nothing initialised yet)."""
+    """A fresh environment of `mode` at `memory_mb`, initialised on its first invocation (or
+    at once with `init_now`); Init has Lambda's 10 s unless `init_timeout` says otherwise.
+    `opt` replaces the mode's layer directory."""
     shutil.rmtree(workdir, ignore_errors=True)
     env = {**ws.function_env(mode, workdir, backend.http), **(extra_env or {})}
     emulator = Emulator(
-        workdir, opt=ws.opt_for(mode), task=ws.task, handler=HANDLER, memory=memory_mb,
+        workdir, opt=opt or ws.opt_for(mode), task=ws.task, handler=HANDLER, memory=memory_mb,
         env=env, runtime_python=ws.runtime.python, process_env=ws.process_env(os.environ),
-        timeout=FUNCTION_TIMEOUT_S,
+        timeout=FUNCTION_TIMEOUT_S, init_timeout=init_timeout, init_now=init_now,
     )
     with emulator:
         yield Environment(mode, memory_mb, emulator)
@@ -121,10 +145,10 @@ def warm_up(env: Environment, invocations: int, event: Mapping[str, Any]) -> Non
     slow start pass through while it comes up), then `invocations` more. The init records
     (failed ones too) are kept on `env`."""
     attempts = 0
-    deadline = time.monotonic() + MAX_INIT_ATTEMPTS * (FUNCTION_TIMEOUT_S + 15)
+    deadline = time.monotonic() + MAX_INIT_ATTEMPTS * WARM_UP_INVOKE_TIMEOUT_S
     while True:
         attempts += 1
-        result, record = env.emulator.invoke(dict(event), timeout=FUNCTION_TIMEOUT_S * 2)
+        result, record = env.emulator.invoke(dict(event), timeout=WARM_UP_INVOKE_TIMEOUT_S)
         ok = result.status == 200 and record.get("status") == "success"
         if ok and env.collector_up():
             break

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -253,8 +254,14 @@ def write_outputs(results: dict[str, Any], out: Path, *, chart: bool) -> str:
     return text
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # As Ctrl-C: unwinds through every `with`, so whatever was started is stopped.
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         preset = build_preset(args)
         results = run(args)
@@ -263,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("bench: interrupted; everything started was stopped", file=sys.stderr)
+        print("bench: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
     print(text)
     return 0

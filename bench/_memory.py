@@ -42,9 +42,11 @@ def run_heavy(
             records = [env.invoke({"spans": spans}) for _ in range(invocations)]
             delivered = backend.items()
             peak = env.peak_rss_mb()
+            pss = env.pss_mb()
         per = produced_per_invocation(mode, spans)
         result["modes"][mode.value] = {
             "peak_rss_mb": peak,
+            "pss_mb_at_end": pss,
             "caller_ms": summary([float(r["callerLatencyMs"]) for r in records], ("p50",)),
             "post_invoke_ms": summary(
                 [float(r["postRuntimeDurationMs"]) for r in records], ("p50",)

@@ -213,6 +213,7 @@ class Emulator:
         runtime_python: Path,
         process_env: Mapping[str, str],
         timeout: float = 30.0,
+        init_timeout: float | None = None,
         init_now: bool = False,
         name: str = "emulator",
     ) -> None:
@@ -230,6 +231,8 @@ class Emulator:
         ]
         for key, value in env.items():
             argv += ["--env", f"{key}={value}"]
+        if init_timeout is not None:
+            argv += ["--init-timeout", f"{init_timeout:g}"]
         if init_now:
             argv.append("--init-now")
         self.process = Process(name, argv, workdir / f"{name}.log", process_env)
@@ -317,6 +320,18 @@ def peak_rss_bytes(pid: int) -> int | None:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def pss_bytes(pid: int) -> int | None:
+    """The process's proportional set size now (smaps_rollup), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None

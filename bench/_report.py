@@ -62,9 +62,7 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     for env in results.get("latency", {}).get("environments", []):
         if env["mode"] != "afterflush":
             continue
-        rss = env["peak_rss_mb"]
-        ours = (None if rss.get("companion") is None or rss.get("collector") is None
-                else round(rss["companion"] + rss["collector"], 1))
+        ours = _ours(env["peak_rss_mb"])
         out.append(_check("companion + collector peak RSS in part 1",
                           f"{env['memory_mb']} MB", ours, OUR_RSS_MIB, "MiB"))
     throughput = results.get("throughput")
@@ -150,33 +148,37 @@ def cold_table(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _ours(figures: dict[str, Any]) -> float | None:
+    companion, collector = figures.get("companion"), figures.get("collector")
+    return None if companion is None or collector is None else round(companion + collector, 1)
+
+
 def memory_table(results: dict[str, Any]) -> list[str]:
     rows = []
     for env in results.get("latency", {}).get("environments", []):
-        if env["mode"] == "no-telemetry":
-            continue
-        rss = env["peak_rss_mb"]
-        ours = (None if rss.get("companion") is None or rss.get("collector") is None
-                else rss["companion"] + rss["collector"])
-        failed = sum(1 for i in env["init"] if i["status"] != "success")
+        rss, pss = env["peak_rss_mb"], env.get("pss_mb_at_end", {})
+        inits = env["init"]
         rows.append([f"part 1, {env['memory_mb']} MB", env["mode"], _fmt(rss.get("companion")),
-                     _fmt(rss.get("collector")), _fmt(ours), _fmt(rss.get("runtime")),
-                     str(failed)])
+                     _fmt(rss.get("collector")), _fmt(_ours(rss)), _fmt(_ours(pss)),
+                     _fmt(rss.get("runtime")), _fmt(inits[-1]["init_ms"] if inits else None, 0)])
     heavy = results.get("memory_heavy")
     if heavy:
         for mode, entry in heavy["modes"].items():
-            rss = entry["peak_rss_mb"]
-            ours = (None if rss.get("companion") is None or rss.get("collector") is None
-                    else rss["companion"] + rss["collector"])
+            rss, pss = entry["peak_rss_mb"], entry.get("pss_mb_at_end", {})
             rows.append([
                 f"{heavy['spans_per_invocation']:,} spans x {heavy['invocations']}, "
                 f"{heavy['memory_mb']} MB", mode, _fmt(rss.get("companion")),
-                _fmt(rss.get("collector")), _fmt(ours), _fmt(rss.get("runtime")), "-",
+                _fmt(rss.get("collector")), _fmt(_ours(rss)), _fmt(_ours(pss)),
+                _fmt(rss.get("runtime")), "-",
             ])
     if not rows:
         return ["(not run)"]
-    return _table(["run", "mode", "companion MiB", "collector MiB", "ours MiB", "runtime MiB",
-                   "failed inits"], rows)
+    return [
+        "Peak RSS (VmHWM) per process in MiB; PSS (shared pages split between the processes "
+        "that map them) read at the end of the run:", "",
+        *_table(["run", "mode", "companion", "collector", "ours (RSS)", "ours (PSS)",
+                 "runtime", "Init ms"], rows),
+    ]
 
 
 def heavy_table(results: dict[str, Any]) -> list[str]:

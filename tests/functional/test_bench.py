@@ -98,6 +98,8 @@ def test_peak_rss_is_read_for_each_of_our_processes(smoke_run: dict[str, Any]) -
     for mode in ("synchronous", "afterflush"):
         rss = environments[mode]["peak_rss_mb"]
         assert rss["companion"] > 0 and rss["collector"] > 0 and rss["runtime"] > 0
+        pss = environments[mode]["pss_mb_at_end"]
+        assert pss["companion"] > 0 and pss["collector"] > 0
         assert environments[mode]["init"][-1]["status"] == "success"
 
 
@@ -106,13 +108,17 @@ def test_cold_starts_with_and_without_the_layer_and_the_companion_breakdown(
 ) -> None:
     cold = smoke_run["results"]["cold_start"]
     assert cold["runs"] == 1 and cold["memory_mb"] == 1769
-    assert set(cold["variants"]) == {"no-layer", "layer", "layer-bytecode-cached"}
+    assert set(cold["variants"]) == {"no-layer", "layer", "layer-bytecode-cached",
+                                     "layer-sdk-only"}
+    # Only a layer with its extension has a companion to report its start-up.
     assert "companion_ms" not in cold["variants"]["no-layer"]
+    assert "companion_ms" not in cold["variants"]["layer-sdk-only"]
     for variant in ("layer", "layer-bytecode-cached"):
+        assert set(cold["variants"][variant]["companion_ms"]) == {
+            "registered_ms", "collector_ready_ms", "first_next_ms"}
+    for variant in ("layer", "layer-bytecode-cached", "layer-sdk-only"):
         entry = cold["variants"][variant]
         assert len(entry["samples_ms"]) == 1
-        assert set(entry["companion_ms"]) == {"registered_ms", "collector_ready_ms",
-                                              "first_next_ms"}
         assert entry["overhead_ms"] == round(
             entry["init_ms"]["median"] - cold["variants"]["no-layer"]["init_ms"]["median"], 1
         )
