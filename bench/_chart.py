@@ -29,7 +29,7 @@ def write_chart(results: dict[str, Any], destination: Path) -> None:
                         if c["backend_latency_ms"] is not None})
     if not memories or not latencies:
         raise BenchError("no latency cells to chart")
-    figure, axes = plt.subplots(1, len(memories), figsize=(4.6 * len(memories), 4.2),
+    figure, axes = plt.subplots(1, len(memories), figsize=(4.6 * len(memories), 4.8),
                                 sharey=True, squeeze=False)
     positions = list(range(len(latencies)))
     for axis, memory in zip(axes[0], memories, strict=True):
@@ -56,9 +56,11 @@ def write_chart(results: dict[str, Any], destination: Path) -> None:
         axis.set_yscale("log")
         axis.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("caller latency (ms, log scale)")
-    axes[0][-1].legend(fontsize="small", loc="upper left")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize="small")
     figure.suptitle("afterflush: what the caller waits, against the backend's latency")
-    figure.tight_layout()
+    # Room at the bottom for the legend, which would hide lines inside a panel.
+    figure.tight_layout(rect=(0, 0.12, 1, 1))
     destination.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(destination, dpi=110)
     plt.close(figure)

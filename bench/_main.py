@@ -84,6 +84,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-chart", action="store_true", help="do not draw latency.png")
     parser.add_argument("--keep", action="store_true",
                         help="keep the working directory (logs of every process)")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="run nothing: write the outputs again from a saved latest.json")
     parser.set_defaults(preset="full")
     return parser.parse_args(argv)
 
@@ -254,6 +256,16 @@ def write_outputs(results: dict[str, Any], out: Path, *, chart: bool) -> str:
     return text
 
 
+def load_results(path: Path) -> dict[str, Any]:
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"--render: cannot read {path}: {exc}") from exc
+    if not isinstance(results, dict) or results.get("schema") != SCHEMA_VERSION:
+        raise BenchError(f"--render: {path} is not a results file of schema {SCHEMA_VERSION}")
+    return results
+
+
 def _stop_on_sigterm(signum: int, frame: object) -> None:
     # As Ctrl-C: unwinds through every `with`, so whatever was started is stopped.
     raise KeyboardInterrupt
@@ -264,8 +276,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         preset = build_preset(args)
-        results = run(args)
-        text = write_outputs(results, args.out, chart=preset.chart and "latency" in results)
+        if args.render is not None:
+            results = load_results(args.render)
+            preset = PRESETS.get(results.get("preset", ""), preset)
+            chart = preset.chart and not args.no_chart
+        else:
+            results = run(args)
+            chart = preset.chart
+        text = write_outputs(results, args.out, chart=chart and "latency" in results)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
