@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import zlib
 
-from collector import _http11, _otlpjson
+from collector import _http11
 from collector._signals import Signal
 from collector.receivers.otlp import _listen
 from collector.receivers.otlp._config import HTTPServerConfig
@@ -110,6 +110,10 @@ class HTTPServer:
                 )
             body = await self._read_body(request)
             if encoding is Encoding.JSON:
+                # Imported here: the SDKs send protobuf; JSON senders are rare enough that
+                # the first one, not every cold start, pays for the codec (~2 ms).
+                from collector import _otlpjson
+
                 try:
                     message = _otlpjson.decode(signal, body)
                 except ValueError as exc:
