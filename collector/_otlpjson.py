@@ -16,6 +16,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import DecodeError
 
 from collector._signals import Signal
 
@@ -43,13 +44,20 @@ def decode(signal: Signal, body: bytes | str) -> Any:
         raise ValueError(f"invalid OTLP JSON: {exc.where()}: {exc}") from None
     message = signal.request_type()
     try:
+        # json_format and the binary parser count depth differently: parse a little deeper
+        # here, then hold the request to the binary parser's limit below, so that whatever is
+        # accepted can be read back from its serialized form and from its own OTLP/JSON.
         json_format.ParseDict(
-            document, message, ignore_unknown_fields=True, max_recursion_depth=MAX_DEPTH
+            document, message, ignore_unknown_fields=True, max_recursion_depth=MAX_DEPTH + 2
         )
     except RecursionError:
         raise ValueError("invalid OTLP JSON: nested too deeply") from None
     except json_format.ParseError as exc:
         raise ValueError(f"invalid OTLP JSON: {_tidy(str(exc))}") from None
+    try:
+        signal.request_type().ParseFromString(message.SerializeToString())
+    except DecodeError:
+        raise ValueError(f"invalid OTLP JSON: messages nested more than {MAX_DEPTH} deep") from None
     return message
 
 

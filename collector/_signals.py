@@ -52,11 +52,69 @@ class Signal(enum.Enum):
             for m in sm.metrics
         )
 
+    def id_problem(self, request: Any) -> str | None:
+        """What is wrong with the request's trace and span ids, or None: an id is empty or
+        exactly 16 (trace) / 8 (span) bytes, as OTLP and every OTLP backend require. A request
+        with a bad id would make a backend refuse everything coalesced with it."""
+        if self is Signal.TRACES:
+            for rs in request.resource_spans:
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        if (
+                            len(span.trace_id) not in _TRACE_ID_LENGTHS
+                            or len(span.span_id) not in _SPAN_ID_LENGTHS
+                            or len(span.parent_span_id) not in _SPAN_ID_LENGTHS
+                        ):
+                            return _bad_ids("span", span)
+                        for link in span.links:
+                            if (
+                                len(link.trace_id) not in _TRACE_ID_LENGTHS
+                                or len(link.span_id) not in _SPAN_ID_LENGTHS
+                            ):
+                                return _bad_ids("span link", link)
+        elif self is Signal.LOGS:
+            for rl in request.resource_logs:
+                for sl in rl.scope_logs:
+                    for record in sl.log_records:
+                        if (
+                            len(record.trace_id) not in _TRACE_ID_LENGTHS
+                            or len(record.span_id) not in _SPAN_ID_LENGTHS
+                        ):
+                            return _bad_ids("log record", record)
+        else:
+            for rm in request.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        kind = metric.WhichOneof("data")
+                        if kind is None or kind == "summary":
+                            continue
+                        for point in getattr(metric, kind).data_points:
+                            for exemplar in point.exemplars:
+                                if (
+                                    len(exemplar.trace_id) not in _TRACE_ID_LENGTHS
+                                    or len(exemplar.span_id) not in _SPAN_ID_LENGTHS
+                                ):
+                                    return _bad_ids("exemplar", exemplar)
+        return None
+
     def decode(self, data: bytes) -> Any:
         """Parses a serialized request; raises google.protobuf.message.DecodeError."""
         request = self.request_type()
         request.ParseFromString(data)
         return request
+
+
+_TRACE_ID_LENGTHS = (0, 16)
+_SPAN_ID_LENGTHS = (0, 8)
+
+
+def _bad_ids(what: str, item: Any) -> str:
+    parent = len(getattr(item, "parent_span_id", b""))
+    lengths = f"trace_id {len(item.trace_id)} bytes, span_id {len(item.span_id)} bytes"
+    if parent:
+        lengths += f", parent_span_id {parent} bytes"
+    article = "an" if what[0] in "aeiou" else "a"
+    return f"{article} {what} has an id of the wrong length ({lengths}); ids are 16 and 8 bytes"
 
 
 def _metric_points(metric: Any) -> int:
