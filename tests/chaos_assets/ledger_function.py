@@ -138,6 +138,9 @@ if PROTOCOL == "grpc":
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
+    # The gRPC exporters log a repeated failure once; the ledger wants the reason every time.
+    for _filter in list(logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter").filters):
+        logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter").removeFilter(_filter)
     _options = {"endpoint": os.environ["LEDGER_COLLECTOR_GRPC"], "insecure": True, "timeout": TIMEOUT}
     _traces, _metrics, _logs = dict(_options), dict(_options), dict(_options)
 else:
