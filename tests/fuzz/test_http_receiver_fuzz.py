@@ -259,17 +259,9 @@ def test_http_receiver_answers_every_malformed_request_as_documented(fuzz_collec
     assert " ERROR " not in fuzz_collector.stderr, fuzz_collector.stderr[-2000:]
 
 
-MALFORMED_IDS = (
-    "bug: a protobuf request whose trace_id is not 16 bytes (or span_id not 8) is accepted "
-    "with 200 while its OTLP/JSON is refused with 400; once held it is coalesced with other "
-    "senders' requests, and a backend that checks ids (the OpenTelemetry Collector does) "
-    "refuses the whole coalesced request, which flushcontrol drops as permanent "
-    "(collector/receivers/otlp/_intake.py accept)"
-)
-
-
-
 def test_a_span_with_a_trace_id_of_the_wrong_length_is_refused_in_either_encoding(fuzz_collector):
+    # Held, it would be coalesced with other senders' requests, and a backend that checks ids
+    # (the OpenTelemetry Collector does) would refuse them all with it.
     message = Signal.TRACES.request_type()
     message.resource_spans.add().scope_spans.add().spans.add(
         trace_id=b"\x01" * 5, span_id=b"\x02" * 8, name="bad id")
