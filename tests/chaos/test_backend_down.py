@@ -41,7 +41,10 @@ def test_backend_down_buffers_until_it_is_back_and_counts_what_did_not_fit(down_
         # Then everything the collector acknowledged was delivered, once
         for name, signal in ledger.signals.items():
             assert signal.delivered == signal.acknowledged, name
-            assert (signal.duplicates, signal.spilled, signal.buffered) == (0, 0, 0), name
+            assert (signal.spilled, signal.buffered) == (0, 0), name
+            # Exactly once, unless a drain's export was cut by its deadline (the backend
+            # may have taken it anyway: sent again, a counted duplicate)
+            assert signal.duplicates == 0 or dep.cut_exports(), name
             assert not signal.dropped, name
         # And past the 1 MiB bound the collector refused with backpressure: every refused
         # export was a 429 the SDK got at once, and the collector counted each by reason

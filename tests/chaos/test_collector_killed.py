@@ -67,8 +67,11 @@ def test_collector_killed_mid_invocation_delivers_all_it_acknowledged_after_rest
         # while the collector was down was refused to it, never acknowledged
         for name, signal in ledger.signals.items():
             assert signal.delivered == signal.acknowledged, name
-            assert (signal.duplicates, signal.spilled, signal.buffered) == (0, 0, 0), name
+            assert (signal.spilled, signal.buffered) == (0, 0), name
             assert not signal.dropped, name
+            # Exactly once, unless a drain after the restart had its export cut by the
+            # deadline (the backend may have taken it: sent again, a counted duplicate)
+            assert signal.duplicates == 0 or dep.cut_exports(after="replayed from the spool")
         refused = ledger.refused()
         assert sum(refused.values()) >= sum(per_invocation.values()), refused
         assert kill_index == held + 1

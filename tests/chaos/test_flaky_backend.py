@@ -52,5 +52,8 @@ def test_random_503s_and_429s_lose_nothing_and_never_time_out_the_function(
             per_invocation = produced + (1 if name == "traces" else 0)
             assert signal.produced == signal.acknowledged == per_invocation * (invocations + 1)
             assert signal.delivered == signal.produced, name
-            assert (signal.duplicates, signal.spilled, signal.buffered) == (0, 0, 0), name
+            assert (signal.spilled, signal.buffered) == (0, 0), name
+            # Exactly once, unless a drain's export was cut by its deadline (the backend
+            # may have taken it anyway: sent again, a counted duplicate)
+            assert signal.duplicates == 0 or dep.cut_exports(), name
             assert not signal.dropped and not signal.refused, name

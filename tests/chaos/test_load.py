@@ -57,7 +57,10 @@ def test_load_loses_nothing_and_memory_stays_bounded(seconds, guarantees):
         ledger.assert_nothing_unexplained()
         for name, signal in ledger.signals.items():
             assert signal.delivered == signal.acknowledged == signal.produced, name
-            assert (signal.duplicates, signal.spilled, signal.buffered) == (0, 0, 0), name
+            assert (signal.spilled, signal.buffered) == (0, 0), name
+            # Exactly once, unless a drain's export was cut by its deadline (the backend
+            # may have taken it anyway: sent again, a counted duplicate)
+            assert signal.duplicates == 0 or dep.cut_exports(), name
             assert not signal.dropped and not signal.refused, name
         # (when the last invocation asked, only its own log record was still held: its spans
         # and point are handed over after the handler)
