@@ -289,6 +289,7 @@ class Backend:
 
     async def _http_export(self, request: web.Request) -> web.StreamResponse:
         self._in_flight += 1
+        self._notify()
         try:
             return await self._http_export_counted(request)
         finally:
@@ -459,6 +460,7 @@ class Backend:
     def _grpc_handler(self, signal: Signal) -> Any:
         async def export(request: bytes, context: Any) -> bytes:
             self._in_flight += 1
+            self._notify()
             try:
                 return await self._grpc_export(signal, request, context)
             finally:
