@@ -30,8 +30,9 @@ def _counts(tally: SignalTally) -> Any:
     )
 
 
-def drain_reply(outcome: DrainOutcome) -> Any:
+def drain_reply(outcome: DrainOutcome, rejected: dict[str, int] | None = None) -> Any:
     return control_pb2.DrainReply(
+        rejected_requests=rejected or {},
         traces=_counts(outcome.tallies[Signal.TRACES]),
         metrics=_counts(outcome.tallies[Signal.METRICS]),
         logs=_counts(outcome.tallies[Signal.LOGS]),
@@ -62,7 +63,7 @@ class _Servicer(control_pb2_grpc.FlushControlServicer):
             request_id=request.request_id,
             spill_remaining=request.spill_remaining,
         )
-        return drain_reply(outcome)
+        return drain_reply(outcome, self.host.rejected_since_last_drain())
 
     async def Status(self, request: Any, context: Any) -> Any:
         return self.host.status_reply()

@@ -67,6 +67,7 @@ class Service:
         self.exporters: dict[str, Exporter] = {}
         self.receivers: dict[str, Any] = {}
         self.fanouts: dict[str, dict[Signal, Fanout]] = {}
+        self._rejected_seen: dict[str, int] = {}
         self.flush = self._holding_config()
         self.controller = FlushController(
             [], default_timeout=self.flush.default_drain_timeout.total_seconds()
@@ -266,6 +267,13 @@ class Service:
             pid=os.getpid(),
             rejected_requests=self.rejected_requests(),
         )
+
+    def rejected_since_last_drain(self) -> dict[str, int]:
+        """Refused requests by reason since the previous call (each drain reply carries them)."""
+        now = self.rejected_requests()
+        since = {r: n - self._rejected_seen.get(r, 0) for r, n in now.items()}
+        self._rejected_seen = now
+        return {r: n for r, n in since.items() if n}
 
     def rejected_requests(self) -> dict[str, int]:
         totals: dict[str, int] = {}

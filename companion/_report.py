@@ -46,7 +46,20 @@ def describe_reply(reply: Any) -> str:
             + ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items()))
             + ")"
         )
+    rejected = _rejected(reply)
+    if rejected:
+        parts.append(
+            "receivers refused "
+            + ", ".join(f"{n} requests ({r})" for r, n in sorted(rejected.items()))
+            + " since the last drain"
+        )
     return "; ".join(parts)
+
+
+def _rejected(reply: Any) -> dict[str, int]:
+    # A collector built before the field existed answers without it.
+    field = getattr(reply, "rejected_requests", None)
+    return {str(r): int(n) for r, n in field.items()} if field else {}
 
 
 def _shape(error: str) -> str:
@@ -93,7 +106,8 @@ class DrainReporter:
         self.totals.add(reply)
         took = f"{int(reply.duration_us) / 1000:.0f} ms"
         dropped = sum(_dropped(getattr(reply, attr)) for attr, _ in SIGNALS)
-        if reply.complete and not dropped and not reply.last_error:
+        refused = bool(_rejected(reply))
+        if reply.complete and not dropped and not reply.last_error and not refused:
             self._recovered()
             self._log.debug(f"drain ({reason}) in {took}: {describe_reply(reply)}")
             return
@@ -102,7 +116,7 @@ class DrainReporter:
         line = f"drain ({reason}) {state} after {took}: {describe_reply(reply)}{error}"
         # Keyed on the kind of problem, not the error text: a stuck backend fails each signal's
         # export in turn, and each would otherwise look like news.
-        key = f"{state}|{dropped > 0}"
+        key = f"{state}|{dropped > 0}|{refused}"
         self._problem(key, line)
 
     def failed(self, reason: str, error: str) -> None:

@@ -38,20 +38,29 @@ class SignalCounts(_message.Message):
     def __init__(self, exported: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., buffered: _Optional[int] = ..., buffered_bytes: _Optional[int] = ..., spilled: _Optional[int] = ...) -> None: ...
 
 class DrainReply(_message.Message):
-    __slots__ = ("traces", "metrics", "logs", "duration_us", "complete", "last_error")
+    __slots__ = ("traces", "metrics", "logs", "duration_us", "complete", "last_error", "rejected_requests")
+    class RejectedRequestsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     TRACES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
     DURATION_US_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     traces: SignalCounts
     metrics: SignalCounts
     logs: SignalCounts
     duration_us: int
     complete: bool
     last_error: str
-    def __init__(self, traces: _Optional[_Union[SignalCounts, _Mapping]] = ..., metrics: _Optional[_Union[SignalCounts, _Mapping]] = ..., logs: _Optional[_Union[SignalCounts, _Mapping]] = ..., duration_us: _Optional[int] = ..., complete: _Optional[bool] = ..., last_error: _Optional[str] = ...) -> None: ...
+    rejected_requests: _containers.ScalarMap[str, int]
+    def __init__(self, traces: _Optional[_Union[SignalCounts, _Mapping]] = ..., metrics: _Optional[_Union[SignalCounts, _Mapping]] = ..., logs: _Optional[_Union[SignalCounts, _Mapping]] = ..., duration_us: _Optional[int] = ..., complete: _Optional[bool] = ..., last_error: _Optional[str] = ..., rejected_requests: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

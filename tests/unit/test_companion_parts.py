@@ -166,6 +166,18 @@ def test_a_reply_reads_as_one_line_of_counts() -> None:
     )
 
 
+def test_requests_the_receivers_refused_are_one_warning_line() -> None:
+    out = io.StringIO()
+    reporter = DrainReporter(Logger(out), clock=FakeClock())
+    refused = reply(exported=3)
+    refused.rejected_requests["backpressure"] = 4
+    reporter.drained("invoke", refused)
+    assert out.getvalue().splitlines() == [
+        "[afterflush] WARNING drain (invoke) complete after 12 ms: exported 3 spans, 0 points, "
+        "2 log records; receivers refused 4 requests (backpressure) since the last drain"
+    ]
+
+
 def test_healthy_drains_say_nothing_at_info() -> None:
     out = io.StringIO()
     reporter = DrainReporter(Logger(out), clock=FakeClock())
