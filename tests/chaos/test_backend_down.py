@@ -27,8 +27,12 @@ def test_backend_down_buffers_until_it_is_back_and_counts_what_did_not_fit(down_
         # Then every invocation answered and ended normally
         assert [r.status for r in results] == [200] * down_for
         assert {r["status"] for r in fault_records} == {"success"}
-        # And the drains said once that they could not finish, not once per invocation
-        assert len(dep.companion_lines("drain (invoke) incomplete")) == 1
+        # And the drains said once that they could not finish, and once more when the full
+        # buffer began refusing senders: a line per kind of problem, not per invocation
+        lines = dep.companion_lines("drain (invoke) incomplete")
+        assert len(lines) == 2, lines
+        assert "receivers refused" not in lines[0]
+        assert "requests (backpressure) since the last drain" in lines[1]
         # When the backend is back and the function is invoked again
         dep.backend.come_up()
         for event in (HEAVY, HEAVY, {**HEAVY, "status": True}):
