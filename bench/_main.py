@@ -86,6 +86,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="keep the working directory (logs of every process)")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="run nothing: write the outputs again from a saved latest.json")
+    parser.add_argument("--merge", type=Path, metavar="JSON",
+                        help="run --parts and put them into a saved latest.json's results")
     parser.set_defaults(preset="full")
     return parser.parse_args(argv)
 
@@ -154,6 +156,18 @@ def progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+SECTIONS = {"latency": "latency", "coldstart": "cold_start", "memory": "memory_heavy",
+            "throughput": "throughput"}
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from bench._coldstart import run_cold_starts
     from bench._deploy import Workspace, default_layer_zip
@@ -168,7 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     results: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "started": _now(),
         "preset": preset.name,
         "layer": layer_zip.name,
         "machine": machine(),
@@ -182,6 +196,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "heavy_invocations": preset.heavy_invocations,
             "throughput_spans": preset.throughput_spans, "parts": parts,
         },
+        # When each part ran and how busy the machine was meanwhile.
+        "parts_run": {},
     }
     # Short: the control sockets inside must stay under ~107 bytes.
     root = Path(tempfile.mkdtemp(prefix="afb-", dir="/tmp"))
@@ -189,31 +205,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         progress(f"preparing the environments from {layer_zip.name} in {root}")
         ws = Workspace.build(root, layer_zip)
         with Backend(root) as backend:
-            if "latency" in parts:
-                plan = LatencyPlan(
+            steps: dict[str, Any] = {
+                "latency": lambda: run_latency(ws, backend, LatencyPlan(
                     memory_sizes=preset.memory_sizes,
                     backend_latencies_ms=preset.backend_latencies_ms,
                     invocations=preset.invocations, warmup=preset.warmup,
                     cell_budget_s=preset.cell_budget_s, min_invocations=preset.min_invocations,
-                )
-                results["latency"] = run_latency(ws, backend, plan, root / "latency",
-                                                 progress=progress)
-            if "coldstart" in parts:
-                results["cold_start"] = run_cold_starts(
+                ), root / "latency", progress=progress),
+                "coldstart": lambda: run_cold_starts(
                     ws, backend, runs=preset.cold_starts, memory_mb=preset.cold_memory_mb,
                     workdir=root / "cold", progress=progress,
-                )
-            if "memory" in parts:
-                results["memory_heavy"] = run_heavy(
+                ),
+                "memory": lambda: run_heavy(
                     ws, backend, spans=preset.heavy_spans,
                     invocations=preset.heavy_invocations, memory_mb=preset.heavy_memory_mb,
                     workdir=root / "heavy", progress=progress,
-                )
-            if "throughput" in parts:
-                results["throughput"] = run_throughput(
+                ),
+                "throughput": lambda: run_throughput(
                     ws, backend, spans=preset.throughput_spans, workdir=root / "throughput",
                     progress=progress,
-                )
+                ),
+            }
+            for part in PARTS:
+                if part not in parts:
+                    continue
+                record: dict[str, Any] = {"started": _now(), "load_before": _load()}
+                part_started = time.monotonic()
+                results[SECTIONS[part]] = steps[part]()
+                record.update(seconds=round(time.monotonic() - part_started, 1),
+                              load_after=_load())
+                results["parts_run"][part] = record
         limits = _limits_line(root)
         if limits:
             results["machine"]["limits"] = limits
@@ -222,9 +243,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             progress(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    results["machine"]["load_after"] = _load()
     results["duration_s"] = round(time.monotonic() - started, 1)
     return results
+
+
+def merge(base: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """`base` with the parts `fresh` ran taken from `fresh` (a part re-run on a quieter
+    machine); the rest, and the run's own description, stay `base`'s."""
+    if base.get("preset") != fresh["preset"]:
+        raise BenchError(f"--merge: the file is a {base.get('preset')} run, this one is "
+                         f"{fresh['preset']}; use the same preset")
+    merged = dict(base)
+    merged["parts_run"] = {**base.get("parts_run", {}), **fresh["parts_run"]}
+    for part in fresh["parts_run"]:
+        merged[SECTIONS[part]] = fresh[SECTIONS[part]]
+    return merged
 
 
 def _limits_line(root: Path) -> str | None:
@@ -260,9 +294,9 @@ def load_results(path: Path) -> dict[str, Any]:
     try:
         results = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise BenchError(f"--render: cannot read {path}: {exc}") from exc
+        raise BenchError(f"cannot read {path}: {exc}") from exc
     if not isinstance(results, dict) or results.get("schema") != SCHEMA_VERSION:
-        raise BenchError(f"--render: {path} is not a results file of schema {SCHEMA_VERSION}")
+        raise BenchError(f"{path} is not a results file of schema {SCHEMA_VERSION}")
     return results
 
 
@@ -281,7 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             preset = PRESETS.get(results.get("preset", ""), preset)
             chart = preset.chart and not args.no_chart
         else:
+            base = load_results(args.merge) if args.merge is not None else None
             results = run(args)
+            if base is not None:
+                results = merge(base, results)
             chart = preset.chart
         text = write_outputs(results, args.out, chart=chart and "latency" in results)
     except BenchError as exc:

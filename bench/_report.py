@@ -248,6 +248,10 @@ def machine_lines(results: dict[str, Any]) -> list[str]:
         f"{m['cpu_model']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}; "
         f"emulator limits: {m.get('limits', '?')}.",
         f"Load average (1, 5, 15 min) before: {load_before}; after: {load_after}.",
+        *(f"- {part}: {r['started']}, {r['seconds']:.0f} s, load "
+          f"{', '.join(f'{x:.2f}' for x in r['load_before'])} before, "
+          f"{', '.join(f'{x:.2f}' for x in r['load_after'])} after"
+          for part, r in results.get("parts_run", {}).items()),
     ]
 
 

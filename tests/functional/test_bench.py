@@ -31,12 +31,11 @@ HEAVY = {"traces": 201, "metrics": 3, "logs": 3}
 THROUGHPUT_SPANS = 1024
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    layer = build_zips(tmp_path_factory.mktemp("zip"), [host_arch()])[host_arch()]
-    out = tmp_path_factory.mktemp("results")
+def run_bench(*args: str) -> tuple[int, str, str]:
+    """`python -m bench ARGS`: exit code, stdout, stderr; interrupted (and so stopped) when it
+    takes too long."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench", "--smoke", "--layer", str(layer), "--out", str(out)],
+        [sys.executable, "-m", "bench", *args],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
     try:
@@ -45,15 +44,26 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         # SIGINT lets the harness stop what it started before it goes.
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=30)
-        pytest.fail(f"the smoke run took over {SMOKE_TIMEOUT_S} s:\n{stderr.decode()[-3000:]}")
+        pytest.fail(f"the bench run took over {SMOKE_TIMEOUT_S} s:\n{stderr.decode()[-3000:]}")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-    text = stderr.decode(errors="replace")
-    assert proc.returncode == 0, text[-3000:]
+    return proc.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def layer_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_zips(tmp_path_factory.mktemp("zip"), [host_arch()])[host_arch()]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, layer_zip: Path) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("results")
+    code, stdout, text = run_bench("--smoke", "--layer", str(layer_zip), "--out", str(out))
+    assert code == 0, text[-3000:]
     workdir = re.search(r"environments from \S+ in (\S+)", text)
     assert workdir is not None, text[-2000:]
-    return {"out": out, "stdout": stdout.decode(), "stderr": text, "workdir": workdir.group(1),
+    return {"out": out, "stdout": stdout, "stderr": text, "workdir": workdir.group(1),
             "results": json.loads((out / "latest.json").read_text())}
 
 
@@ -68,6 +78,9 @@ def test_smoke_run_describes_the_machine_and_the_settings(smoke_run: dict[str, A
     assert results["settings"]["memory_sizes_mb"] == [1769]
     assert results["settings"]["backend_latencies_ms"] == [0]
     assert results["settings"]["parts"] == ["latency", "coldstart", "memory", "throughput"]
+    assert list(results["parts_run"]) == ["latency", "coldstart", "memory", "throughput"]
+    for part in results["parts_run"].values():
+        assert len(part["load_before"]) == 3 and len(part["load_after"]) == 3
 
 
 def test_latency_cells_count_every_item_the_function_produced(smoke_run: dict[str, Any]) -> None:
@@ -180,3 +193,38 @@ def test_nothing_the_run_started_is_left_running(smoke_run: dict[str, Any]) -> N
             left.append(proc.info["cmdline"])
     assert left == []
     assert not Path(workdir).exists()
+
+
+def test_render_writes_the_same_markdown_from_the_saved_json(
+    smoke_run: dict[str, Any], tmp_path: Path
+) -> None:
+    code, stdout, stderr = run_bench("--render", str(smoke_run["out"] / "latest.json"),
+                                     "--out", str(tmp_path))
+    assert code == 0, stderr
+    assert (tmp_path / "latest.md").read_text() == (smoke_run["out"] / "latest.md").read_text()
+    assert stdout == smoke_run["stdout"]
+    assert json.loads((tmp_path / "latest.json").read_text()) == smoke_run["results"]
+
+
+def test_merge_replaces_only_the_parts_run_again(
+    smoke_run: dict[str, Any], layer_zip: Path, tmp_path: Path
+) -> None:
+    code, _, stderr = run_bench("--smoke", "--parts", "throughput", "--layer", str(layer_zip),
+                                "--merge", str(smoke_run["out"] / "latest.json"),
+                                "--out", str(tmp_path))
+    assert code == 0, stderr[-3000:]
+    before, after = smoke_run["results"], json.loads((tmp_path / "latest.json").read_text())
+    assert after["parts_run"]["throughput"]["started"] >= before["parts_run"]["throughput"]["started"]
+    assert after["throughput"]["receivers"]["grpc"]["accepted"] == THROUGHPUT_SPANS
+    for key in ("started", "machine", "settings", "latency", "cold_start", "memory_heavy"):
+        assert after[key] == before[key]
+    assert {k: v for k, v in after["parts_run"].items() if k != "throughput"} == {
+        k: v for k, v in before["parts_run"].items() if k != "throughput"}
+
+
+def test_a_bad_option_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
+    code, stdout, stderr = run_bench("--smoke", "--memory", "64", "--out", str(tmp_path))
+    assert code == 1
+    assert stderr == "bench: error: --memory: Lambda's sizes are 128 to 10240 MB\n"
+    assert stdout == ""
+    assert list(tmp_path.iterdir()) == []
