@@ -290,6 +290,8 @@ def update_readme(readme: Path, results: dict[str, Any], chart: str | None) -> b
     body = [README_START, "", *summary_lines(results)]
     if chart:
         body += [f"![caller latency against backend latency]({chart})", ""]
+    body += ["Where a target is missed, what the profiles show: the notes of "
+             "[results/latest.md](results/latest.md#notes).", ""]
     body.append(README_END)
     readme.write_text(pattern.sub(lambda _: "\n".join(body), text))
     return True
