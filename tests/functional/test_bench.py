@@ -21,6 +21,9 @@ import pytest
 from tests.fixtures.layer import REPO, build_zips, host_arch
 
 SMOKE_TIMEOUT_S = 90
+# In a fresh clone the layer zip (its wheels downloaded once into the cache) may first be
+# built for this module; the harness itself takes well under SMOKE_TIMEOUT_S.
+pytestmark = pytest.mark.timeout(600)
 SIGNALS = ("traces", "metrics", "logs")
 MODES = ("no-telemetry", "synchronous", "afterflush")
 # The smoke preset: 2 measured invocations of 20 spans (plus the invocation span), 3 metric
