@@ -26,6 +26,9 @@ class Host:
         self.drains.append((timeout, reason, request_id, spill_remaining))
         return DrainOutcome()
 
+    def rejected_since_last_drain(self):
+        return {"backpressure": 2}
+
     def status_reply(self):
         return control_pb2.StatusReply(ready=True, pid=os.getpid())
 
@@ -48,6 +51,7 @@ async def test_socket_is_private_and_drain_gets_the_callers_deadline_less_a_marg
 
         assert (status.ready, status.pid) == (True, os.getpid())
         assert reply.complete is True
+        assert dict(reply.rejected_requests) == {"backpressure": 2}
         [(timeout, reason, request_id, spill)] = host.drains
         assert (reason, request_id, spill) == ("invoke", "r1", True)
         assert timeout is not None and 1.5 < timeout < 1.96
