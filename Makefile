@@ -19,7 +19,7 @@ test: venv
 
 lint: venv
 	$(PY) -m ruff check .
-	$(PY) -m mypy collector companion emulator backend
+	$(PY) -m mypy collector companion emulator backend bench
 
 # dist/afterflush-python-x86_64.zip and -arm64.zip for Python 3.11-3.14, wheels cached in
 # .layer-build/ (the same script runs in Dockerfile.layer).

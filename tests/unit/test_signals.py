@@ -19,7 +19,7 @@ def test_ids_of_the_right_length_or_empty_are_fine():
 
 def test_a_bad_id_anywhere_is_named():
     traces = Signal.TRACES.request_type()
-    span = traces.resource_spans.add().scope_spans.add().spans.add(
+    traces.resource_spans.add().scope_spans.add().spans.add(
         trace_id=b"\x01" * 16, span_id=b"\x02" * 8, parent_span_id=b"\x05" * 4)
     link_traces = Signal.TRACES.request_type()
     linked = link_traces.resource_spans.add().scope_spans.add().spans.add(
