@@ -261,15 +261,9 @@ class Emulator:
 
     def _end_environment(self) -> None:
         # After a hard kill the environment's processes may still sit frozen in its cgroups.
-        groups = [Path(g) for g in self.ready.get("cgroups", {}).values()]
-        for group in groups:
-            with contextlib.suppress(OSError):
-                (group / "freezer.state").write_text("THAWED")
-        for group in groups:
-            with contextlib.suppress(OSError):
-                for pid in (group / "cgroup.procs").read_text().split():
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(int(pid), signal.SIGKILL)
+        from emulator import end_environment
+
+        end_environment(self.ready.get("cgroups", {}).values())
 
     @property
     def url(self) -> str:

@@ -411,3 +411,22 @@ def _alive_not_zombie(pid: int) -> bool:
         return False
     state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
     return state not in (b"Z", b"X")
+
+
+def end_environment(groups: Iterable[str], *, wait_s: float = EMPTY_WAIT_S) -> None:
+    """For a parent whose emulator died uncleanly (SIGKILL): thaw and kill whatever is left
+    in the environment's cgroups (the paths of its ready file's "cgroups"), then remove them.
+    Every wait is bounded; what cannot be done is left as it is."""
+    paths = [Path(g) for g in groups]
+    for group in paths:
+        with contextlib.suppress(OSError):
+            (group / "freezer.state").write_text("THAWED")
+    for group in paths:
+        with contextlib.suppress(OSError):
+            _signal_all(_read_pids(group), signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    for group in paths:
+        while _read_pids(group) and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        with contextlib.suppress(OSError):
+            group.rmdir()
