@@ -164,6 +164,7 @@ class _Entry:
     seq: int
     payload: Payload
     pending: set[str]  # ids of the exporters that still have to send it
+    checked: bool = False  # its ids were checked before its first export
 
 
 class HoldBuffer:
@@ -206,10 +207,26 @@ class HoldBuffer:
         """Sends every entry with seq <= cutoff to each exporter that still owes it, the
         exporters concurrently, each in order; stops an exporter at its first retryable
         failure so that what is left keeps its order for the next drain."""
+        self._drop_invalid(cutoff, outcome)
         async with asyncio.TaskGroup() as group:
             for exporter in self.exporters:
                 group.create_task(self._drain_exporter(exporter, cutoff, deadline, outcome))
         self._release_done()
+
+    def _drop_invalid(self, cutoff: int, outcome: DrainOutcome) -> None:
+        """Drops, alone and counted as `invalid_ids`, a request with a trace or span id of the
+        wrong length: coalesced, it would make a backend refuse everything sent with it. The
+        check runs here, after the response, rather than on the sender's path."""
+        tally = outcome.tallies[self.signal]
+        for entry in self._entries:
+            if entry.checked or entry.seq > cutoff or not entry.pending:
+                continue
+            entry.checked = True
+            problem = self.signal.id_problem(self.signal.decode(entry.payload.data))
+            if problem is not None:
+                entry.pending.clear()
+                tally.drop("invalid_ids", entry.payload.items)
+                outcome.last_error = f"{self.pipeline_id}: {problem}"
 
     async def _drain_exporter(
         self, exporter: Exporter, cutoff: int, deadline: float, outcome: DrainOutcome

@@ -258,3 +258,21 @@ async def test_spill_with_no_time_left_drops_and_counts_instead_of_answering_lat
     assert outcome.tallies[Signal.TRACES].dropped == {"shutdown_deadline": 2}
     assert outcome.tallies[Signal.TRACES].buffered == 0
     assert outcome.complete is False
+
+
+async def test_a_request_with_a_bad_id_is_dropped_alone_and_counted():
+    exporter = FakeExporter("otlp")
+    fanout, controller, _, _, _ = make([exporter])
+    bad = Signal.TRACES.request_type()
+    bad.resource_spans.add().scope_spans.add().spans.add(
+        name="bad", trace_id=b"\x01" * 5, span_id=b"\x02" * 8)
+    await fanout.consume(spans_payload("a"))
+    await fanout.consume(Payload(Signal.TRACES, bad.SerializeToString(), 1))
+    await fanout.consume(spans_payload("b"))
+
+    outcome = await controller.drain(timeout=1.0)
+
+    assert exporter.sent == [["a", "b"]]
+    assert outcome.tallies[Signal.TRACES].dropped == {"invalid_ids": 1}
+    assert outcome.tallies[Signal.TRACES].exported == 2
+    assert outcome.last_error.startswith("traces: a span has an id of the wrong length")
