@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -118,5 +117,3 @@ def _remove_stale_socket(path: str) -> None:
     finally:
         probe.close()
 
-
-StatusFn = Callable[[], Any]

@@ -10,9 +10,6 @@ from typing import Any
 
 from collector._component import Kind
 
-# Extensions that ADOT and collector configs carry and that change nothing here.
-HARMLESS_EXTENSIONS = ("health_check", "pprof", "zpages", "memory_ballast")
-
 
 def default_registry() -> Mapping[Kind, Mapping[str, Any]]:
     from collector.exporters import debug, otlp, otlphttp
