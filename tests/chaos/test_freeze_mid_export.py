@@ -36,10 +36,15 @@ def test_freeze_in_the_middle_of_an_export_loses_nothing(invocations, guarantees
         # request on a reused connection is dropped without an answer)
         dep.backend.set_latency(0)
         dep.backend.set_faults(FaultSpec(close_idle=True))
-        results = [dep.invoke(HEAVY) for _ in range(3)]
-        assert [r.status for r in results] == [200] * 3
-        closed = [r for r in dep.backend.backend.requests() if r.outcome == "closed"]
-        assert closed, "no request met a closed pooled connection"
+        # (a drain cut by its deadline leaves no connection in the pool: invoke until an
+        # export has met a closed pooled one, at most 10 times)
+        closed: list[object] = []
+        for _ in range(10):
+            assert dep.invoke(HEAVY).status == 200
+            closed = [r for r in dep.backend.backend.requests() if r.outcome == "closed"]
+            if closed:
+                break
+        assert closed, "no request met a closed pooled connection in 10 invocations"
         dep.backend.clear_faults()
         assert dep.invoke(HEAVY).status == 200
         assert dep.stop() == 0
