@@ -190,7 +190,12 @@ class Retrier:
                     continue
                 delay_hint = exc.retry_after
             except ExportError as exc:
-                last_error = str(exc)
+                # An attempt the deadline cut short says less than the backend's own answer
+                # before it: keep that one too.
+                if last_error and self._now() >= deadline:
+                    last_error = f"{last_error}; then {exc}"
+                else:
+                    last_error = str(exc)
                 delay_hint = exc.retry_after
             if self.closed:
                 return _retryable(last_error, "exporter shut down", attempts)
