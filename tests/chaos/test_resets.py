@@ -88,7 +88,11 @@ def test_runtime_crash_delivers_the_data_from_before_the_reset(guarantees):
 def test_extension_killed_resets_the_environment_and_the_spool_delivers_after_re_init(
     held, guarantees
 ):
-    with chaos_deployment(env={"AFTERFLUSH_DRAIN_TIMEOUT": "200ms"}) as dep:
+    # Drains of 1 s: the first drain of the collector started by re-init runs on a cold process
+    # (its first export opens its connection and loads its client), and on a loaded machine that
+    # took more than 200 ms, which left all 104 spans buffered past the point this test reads
+    # the backend.
+    with chaos_deployment(env={"AFTERFLUSH_DRAIN_TIMEOUT": "1s"}) as dep:
         # Given `held` invocations of data the collector holds (the backend hung)
         dep.backend.set_faults(FaultSpec(hang=True))
         results = [dep.invoke(EVENT) for _ in range(held)]
@@ -112,7 +116,7 @@ def test_extension_killed_resets_the_environment_and_the_spool_delivers_after_re
         # (the killing invocation's own span ends after the kill: the SDK cannot hand it over)
         expected_spans = 21 * (held + 1) - 1
         assert f"{expected_spans} spans" in replayed
-        assert delivered_by_re_init["traces"] == expected_spans + 21
+        assert delivered_by_re_init["traces"] == expected_spans + 21, dep.companion_lines("drain")
         ledger = dep.ledger()
         guarantees(f"7c. extensions killed, reset ({held} held)", ledger, records)
         _everything_delivered_once(ledger)
