@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint proto run layer bench chaos clean
+.PHONY: venv collector test test-go lint proto run layer bench chaos clean
 
 venv: $(STAMP)
 
@@ -14,7 +14,26 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-test: venv
+# The collector (Go): bin/afterflush-collector for this machine. GOPROXY is the proxy alone,
+# so that a module it does not serve is an error naming the module and version, not a git
+# fallback that cannot be reached.
+COLLECTOR := bin/afterflush-collector
+COLLECTOR_SOURCES := $(shell find collector -name '*.go' -not -path '*/testdata/*') collector/go.mod collector/go.sum
+comma := ,
+GOPROXY_FIRST := $(firstword $(subst $(comma), ,$(shell go env GOPROXY 2>/dev/null)))
+GO_ENV := GOPROXY=$(or $(GOPROXY_FIRST),https://proxy.golang.org)
+
+collector: $(COLLECTOR)
+
+$(COLLECTOR): $(COLLECTOR_SOURCES)
+	@scripts/check_go.sh 1.26
+	cd collector && $(GO_ENV) CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o ../$(COLLECTOR) .
+
+test-go:
+	@scripts/check_go.sh 1.26
+	cd collector && $(GO_ENV) go vet ./... && $(GO_ENV) go test -race ./...
+
+test: venv collector test-go
 	$(PY) -m pytest -q -m "not chaos"
 
 lint: venv
@@ -53,9 +72,11 @@ chaos: venv
 	AFTERFLUSH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) AFTERFLUSH_FUZZ_RANDOM=1 \
 		$(PY) -m pytest -q -rxX tests/fuzz $(CHAOS_ARGS)
 
-# Regenerates the committed control-service code from collector/proto.
+# Regenerates the committed control-service code from collector/proto/control.proto: the
+# companion's (companion/proto), and the Python collector's own copy until it is deleted.
 proto: venv
+	$(PY) -m companion.proto.generate
 	$(PY) -m collector.proto.generate
 
 clean:
-	rm -rf $(VENV) dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) bin dist .pytest_cache .mypy_cache .ruff_cache

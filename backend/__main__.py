@@ -16,7 +16,7 @@ from pathlib import Path
 
 from backend._faults import FaultSpec
 from backend._server import Backend
-from collector._signals import Signal
+from backend._signals import Signal
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from collector._signals import Signal
+from backend._signals import Signal
 
 # The gRPC status a fault's HTTP status stands for, as OTLP pairs them.
 GRPC_CODE_OF_HTTP_STATUS = {

@@ -22,11 +22,11 @@ import grpc
 from aiohttp import web
 from google.protobuf import json_format
 
+from backend import _otlpjson
 from backend._faults import GRPC_CODE_OF_HTTP_STATUS, FaultPlan, FaultSpec
+from backend._rpcstatus import encode_status
+from backend._signals import Signal
 from backend._store import Item, RequestRecord, SignalStats, Store, items_of
-from collector import _otlpjson
-from collector._rpcstatus import encode_status
-from collector._signals import Signal
 
 GRPC_SERVICES = {
     Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",

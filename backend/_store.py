@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from collector._signals import Signal
+from backend._signals import Signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +113,9 @@ class Store:
         return {s.value: SignalStats(**asdict(self._signals[s].stats)) for s in Signal}
 
     def items(self, signal: Signal) -> list[Item]:
-        return list(self._signals[signal].items)
+        # Looked up by value: the Python collector's tests pass its own Signal enum, which has
+        # the same values, until that collector is deleted.
+        return list(self._signals[Signal(signal.value)].items)
 
     def requests(self, signal: Signal | None = None) -> list[RequestRecord]:
         if signal is None:

@@ -120,7 +120,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def _control(endpoint: str, action: str, timeout: float) -> Any:
-    from collector.control import ControlClient
+    from companion._control import ControlClient
 
     client = ControlClient(endpoint)
     try:

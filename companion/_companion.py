@@ -13,7 +13,6 @@ from typing import Any
 from companion._lambda_api import (
     ExtensionsApi,
     InvokeEvent,
-    LambdaApiError,
     ShutdownEvent,
     Subscription,
 )
@@ -23,6 +22,7 @@ from companion._report import DrainReporter, describe_reply
 from companion._settings import STRICT_INIT_ENV, Settings
 from companion._supervisor import CollectorSupervisor, StartOutcome, describe_exit
 from companion._telemetry import RuntimeDoneTracker, TelemetryListener
+from companion.errors import LambdaApiError
 
 SUBSCRIBE_TIMEOUT = 2.0
 REPORT_ERROR_TIMEOUT = 1.0

@@ -11,17 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from collector._http11 import HttpError, Response, request
+from companion._http11 import HttpError, Response, request
 from companion._register import (
     ACCEPT_FEATURE_HEADER,
     EXTENSIONS_PATH,
     ID_HEADER,
     NAME_HEADER,
-    LambdaApiError,
     Registration,
     registration_from,
     split_host_port,
 )
+from companion.errors import LambdaApiError
 
 TELEMETRY_PATH = "/2022-07-01/telemetry"
 ERROR_TYPE_HEADER = "Lambda-Extension-Function-Error-Type"

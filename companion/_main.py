@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from companion._log import ERROR, Logger
-from companion._register import LambdaApiError, Registration, register, valid_extension_name
+from companion._register import Registration, register, valid_extension_name
+from companion.errors import LambdaApiError
 
 if TYPE_CHECKING:
     import subprocess
@@ -67,7 +68,7 @@ def collector_env(env: Mapping[str, str], settings: Settings) -> dict[str, str]:
     finds the same `collector` package the companion imports (the layer keeps our packages
     off the function's path)."""
     import collector
-    from collector.control import CONTROL_ENDPOINT_ENV
+    from companion._control import CONTROL_ENDPOINT_ENV
 
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(collector.__file__ or "")))
     child = dict(env)
@@ -96,8 +97,8 @@ def build(
     """The object graph; `command` and `output` (where the collector's stderr goes) default to
     the real collector and the companion's stderr. Without `registration` the companion
     registers itself; `first` is a collector already started."""
-    from collector.control import ControlClient
     from companion._companion import Companion
+    from companion._control import ControlClient
     from companion._lambda_api import ExtensionsApi
     from companion._supervisor import CollectorSupervisor
     from companion._telemetry import RuntimeDoneTracker, TelemetryListener
@@ -152,7 +153,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     registered_at = time.monotonic()
 
     # The collector takes longest to start: it goes next, before asyncio is even imported.
-    from collector.control import socket_path
+    from companion._control import socket_path
     from companion._settings import load_settings
     from companion._spawn import spawn_collector
 

@@ -1,7 +1,8 @@
 """Registration with the Extensions API over a plain socket, before anything heavy is imported.
 
 Lambda starts the runtime only once every extension has registered, so each millisecond before
-the register call is a millisecond of Init; this module needs only `socket` and `json`.
+the register call is a millisecond of Init; this module needs only `socket`, `json` and
+companion.errors (which imports nothing).
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import json
 import socket
 from collections.abc import Sequence
 
+# Still importable from here, where it was defined before companion.errors existed.
+from companion.errors import LambdaApiError as LambdaApiError
+
 EXTENSIONS_PATH = "/2020-01-01/extension"
 NAME_HEADER = "Lambda-Extension-Name"
 ID_HEADER = "Lambda-Extension-Identifier"
@@ -17,10 +21,6 @@ ACCEPT_FEATURE_HEADER = "Lambda-Extension-Accept-Feature"
 EVENTS = ("INVOKE", "SHUTDOWN")
 REGISTER_TIMEOUT = 5.0
 MAX_RESPONSE_BYTES = 1024 * 1024
-
-
-class LambdaApiError(Exception):
-    """An Extensions or Telemetry API call failed or was refused."""
 
 
 class Registration:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from collector._duration import parse_duration as collector_duration
-from collector.control import CONTROL_ENDPOINT_ENV, DEFAULT_CONTROL_ENDPOINT, socket_path
+from companion._control import CONTROL_ENDPOINT_ENV, DEFAULT_CONTROL_ENDPOINT, socket_path
+from companion._duration import parse_duration as collector_duration
 from companion._register import valid_extension_name
 
 DRAIN_TIMEOUT_ENV = "AFTERFLUSH_DRAIN_TIMEOUT"

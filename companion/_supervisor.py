@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
-from collector.control import socket_path
-from collector.errors import ControlError
+from companion._control import socket_path
 from companion._log import Logger
 from companion._spawn import spawn_collector
+from companion.errors import ControlError
 
 # `python -m collector run` exits with this status when its config is invalid (argparse uses
 # it for bad arguments too): starting it again cannot help.
@@ -43,7 +43,7 @@ MAX_HELD_LINES = 200
 
 
 class Control(Protocol):
-    """The part of collector.control.ControlClient the companion uses."""
+    """The part of companion._control.ControlClient the companion uses."""
 
     async def status(self, *, timeout: float) -> Any: ...
 

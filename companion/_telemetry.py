@@ -10,7 +10,7 @@ import json
 import socket
 from collections import OrderedDict
 
-from collector._http11 import Request, Response, Server
+from companion._http11 import Request, Response, Server
 from companion._lambda_api import SANDBOX_HOSTNAME
 from companion._log import Logger
 

@@ -23,7 +23,7 @@ import time
 
 import grpc
 
-from collector.proto import control_pb2, control_pb2_grpc
+from companion.proto import control_pb2, control_pb2_grpc
 
 JOURNAL = os.environ.get("FAKE_COLLECTOR_JOURNAL", "")
 MODE = os.environ.get("FAKE_COLLECTOR_MODE", "ok")

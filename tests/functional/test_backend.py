@@ -20,9 +20,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from backend import Backend, FaultSpec
-from collector import _otlpjson
-from collector._signals import Signal
+from backend import Backend, FaultSpec, _otlpjson
+from backend._signals import Signal
 from tests.fixtures.backend import (
     BackendProcess,
     ThreadBackend,

@@ -1,4 +1,4 @@
-"""The collector's HTTP/1.1 module on loopback: keep-alive and pipelining, chunked bodies, size
+"""The companion's HTTP/1.1 module on loopback: keep-alive and pipelining, chunked bodies, size
 limits, 100-continue, timeouts, malformed input, graceful shutdown, and the one-shot client."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from collector import _http11
-from collector._http11 import Request, Response, Server
+from companion import _http11
+from companion._http11 import Request, Response, Server
 
 WAIT_SECONDS = 10.0
 Raw = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -478,7 +478,7 @@ async def test_a_handler_bug_gets_500_once_logged_and_the_server_keeps_serving(
             raise RuntimeError("boom")
         return Response(200)
 
-    with caplog.at_level(logging.ERROR, logger="collector.http"):
+    with caplog.at_level(logging.ERROR, logger="companion.http"):
         async with running_server(buggy) as server, connection(server) as (reader, writer):
             answers = []
             for path in ("/bug", "/bug", "/fine"):

@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 
 import companion._companion as companion_module
-from collector.errors import ControlError
-from collector.proto import control_pb2
 from companion._companion import Companion, Mode
 from companion._lambda_api import (
     InvokeEvent,
@@ -25,6 +23,8 @@ from companion._log import Logger
 from companion._settings import Settings
 from companion._supervisor import StartOutcome, StartReport
 from companion._telemetry import RuntimeDoneTracker
+from companion.errors import ControlError
+from companion.proto import control_pb2
 
 NOW = 1_800_000_000.0
 

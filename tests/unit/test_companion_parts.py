@@ -9,8 +9,7 @@ import json
 
 import pytest
 
-from collector._http11 import HttpError, read_body
-from collector.proto import control_pb2
+from companion._http11 import HttpError, read_body
 from companion._lambda_api import InvokeEvent, LambdaApiError, ShutdownEvent, parse_event
 from companion._log import DEBUG, INFO, Logger
 from companion._main import collector_env, parse_name
@@ -25,6 +24,7 @@ from companion._report import DrainReporter, describe_reply
 from companion._settings import Settings
 from companion._supervisor import Backoff, describe_exit, message_of, summarize_output
 from companion._telemetry import RuntimeDoneTracker, handle_batch
+from companion.proto import control_pb2
 
 T0 = 1_795_000_000.25  # a fixed wall clock for log timestamps
 

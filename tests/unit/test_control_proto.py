@@ -6,18 +6,16 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
-from collector.proto import control_pb2
-from collector.proto.generate import ROOT, generate
-
-GENERATED = ("control_pb2.py", "control_pb2.pyi", "control_pb2_grpc.py")
+from companion.proto import control_pb2
+from companion.proto.generate import GENERATED, HERE, generate
 
 
 def test_committed_generated_code_matches_the_proto(tmp_path: Path) -> None:
     generate(tmp_path)
 
     for name in GENERATED:
-        fresh = (tmp_path / "collector" / "proto" / name).read_text()
-        committed = (ROOT / "collector" / "proto" / name).read_text()
+        fresh = (tmp_path / name).read_text()
+        committed = (HERE / name).read_text()
         assert fresh == committed, f"{name} is stale: run `make proto`"
 
 
