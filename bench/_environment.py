@@ -36,7 +36,7 @@ ROLES = ("companion", "collector", "runtime")
 
 def role_of(cmdline: list[str]) -> str | None:
     text = " ".join(cmdline)
-    if "-m collector run" in text:
+    if cmdline and os.path.basename(cmdline[0]) == "afterflush-collector":
         return "collector"
     if "launch.py" in text:
         return "companion"

@@ -162,8 +162,8 @@ def run_throughput(
     collector_cpu, client_cpu = cpus()
     collector = Process(
         "collector",
-        ["taskset", "-c", str(collector_cpu), str(ws.runtime.python), "-m", "collector", "run",
-         "--config", str(config)],
+        ["taskset", "-c", str(collector_cpu),
+         str(ws.layer / "afterflush" / "bin" / "afterflush-collector"), "--config", str(config)],
         workdir / "collector.log",
         layer_collector_env(ws, control_endpoint),
     )
@@ -175,7 +175,7 @@ def run_throughput(
     }
     try:
         collector.start()
-        wait_for(lambda: "INFO ready in" in collector.tail(50), READY_TIMEOUT_S,
+        wait_for(lambda: "ready in" in collector.tail(50), READY_TIMEOUT_S,
                  "the throughput collector", collector.proc)
         for protocol in ("grpc", "http"):
             exporter = sdk_exporter(protocol, ports[protocol])

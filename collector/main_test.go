@@ -75,8 +75,8 @@ service:
 	})
 	want := []string{
 		"invalid config (2 problems):",
-		"  receivers::otlp::protocols::grpc::endpiont (config.yaml:5): has invalid keys: endpiont",
-		`  exporters::awsxrayy (config.yaml:7): unknown exporter type "awsxrayy"; supported: awsemf, awsxray, debug, otlp, otlphttp, prometheusremotewrite`,
+		"  receivers::otlp::protocols::grpc::endpiont (" + path + ":5): unknown key \"endpiont\"",
+		"  exporters::awsxrayy (" + path + `:7): unknown exporter type "awsxrayy"; supported: awsemf, awsxray, debug, otlp, otlphttp, prometheusremotewrite`,
 	}
 	if got := strings.Split(strings.TrimRight(stderr, "\n"), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, strings.Join(want, "\n"))

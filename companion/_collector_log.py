@@ -14,17 +14,23 @@ _NOISE = frozenset({"level", "ts", "caller", "msg", "resource", "otelcol.compone
                     "otelcol.signal", "otelcol.pipeline.id", "otelcol.component.id", "grpc_log"})
 # The collector's own component: its messages are the companion's vocabulary, unprefixed.
 _OWN = "flushcontrol"
+# The Collector's service narrating its start and stop ("Starting extensions...", "Everything
+# is ready."): a dozen lines per cold start that say less than the one "ready in" line.
+_LIFECYCLE_CALLERS = ("service@", "otelcol@", "extensions/", "graph/", "builders/",
+                      "otelconftelemetry/")
 
 
 def format_line(raw: bytes, *, json_format: bool) -> bytes:
     """One output line of the collector, rewritten when it is a log record; anything else
     (a config problem printed before logging starts, a panic) passes as it is. gRPC's own
-    chatter below WARNING is dropped (b"")."""
+    chatter and the Collector's start and stop narration below WARNING are dropped (b"")."""
     record = _record(raw)
     if record is None:
         return raw
     level = _LEVELS.get(str(record.get("level")), "INFO")
-    if record.get("grpc_log") and level in ("DEBUG", "INFO"):
+    if level in ("DEBUG", "INFO") and (
+        record.get("grpc_log") or str(record.get("caller", "")).startswith(_LIFECYCLE_CALLERS)
+    ):
         return b""
     message = " | ".join(p for p in str(record.get("msg", "")).splitlines() if p.strip())
     component = record.get("otelcol.component.id")

@@ -57,26 +57,38 @@ def extension_name(cli_name: str | None, env: Mapping[str, str]) -> str:
     return configured if valid_extension_name(configured) else DEFAULT_NAME
 
 
-def collector_command(*, hold: bool = True) -> list[str]:
-    """The collector runs on the companion's own interpreter and resolves its config from the
-    same environment (OPENTELEMETRY_COLLECTOR_CONFIG_URI, then ..._FILE, then the default)."""
-    return [sys.executable, "-m", "collector", "run", *([] if hold else ["--no-hold"])]
+COLLECTOR_BINARY = "afterflush-collector"
+
+
+def collector_command() -> list[str]:
+    """The collector binary; it resolves its config from the same environment as the ADOT
+    collector (OPENTELEMETRY_COLLECTOR_CONFIG_URI, then ..._FILE, then the default) and reads
+    AFTERFLUSH_HOLD itself (false: its pipelines run without flushcontrol)."""
+    return [collector_binary()]
+
+
+def collector_binary(package_dir: str | None = None) -> str:
+    """The collector beside the companion: afterflush/bin/ in the layer (the companion is in
+    afterflush/lib/common/), bin/ in the source tree (built by make collector). The layer's
+    place when neither exists, so that starting it fails with that path in the error."""
+    here = package_dir or os.path.dirname(os.path.abspath(__file__))
+    layer = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(here))), "bin", COLLECTOR_BINARY)
+    source = os.path.join(os.path.dirname(here), "bin", COLLECTOR_BINARY)
+    for candidate in (layer, source):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return layer
 
 
 def collector_env(env: Mapping[str, str], settings: Settings) -> dict[str, str]:
-    """The companion's environment plus the control endpoint it chose, and a PYTHONPATH that
-    finds the same `collector` package the companion imports (the layer keeps our packages
-    off the function's path)."""
-    import collector
+    """The companion's environment plus the control endpoint it chose and AFTERFLUSH_HOLD as
+    the companion parsed it."""
     from companion._control import CONTROL_ENDPOINT_ENV
+    from companion._settings import HOLD_ENV
 
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(collector.__file__ or "")))
     child = dict(env)
     child[CONTROL_ENDPOINT_ENV] = settings.control_endpoint
-    existing = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    child["PYTHONPATH"] = os.pathsep.join(
-        [package_root, *(p for p in existing if p != package_root)]
-    )
+    child[HOLD_ENV] = "true" if settings.hold else "false"
     return child
 
 
@@ -105,7 +117,7 @@ def build(
 
     tracker = RuntimeDoneTracker()
     supervisor = CollectorSupervisor(
-        command=command if command is not None else collector_command(hold=settings.hold),
+        command=command if command is not None else collector_command(),
         env=collector_env(env, settings),
         endpoint=settings.control_endpoint,
         log=log,
@@ -114,6 +126,7 @@ def build(
         output=output if output is not None else sys.stderr.buffer,
         first=first,
         first_spawned_at=first_spawned_at,
+        json_logs=settings.json_logs,
     )
     return Companion(
         settings=settings,
@@ -159,7 +172,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     settings, problems = load_settings(environ)
     log = Logger(sys.stderr, level=settings.log_level_number, json_format=settings.json_logs)
-    command = collector_command(hold=settings.hold)
+    command = collector_command()
     child_env = collector_env(environ, settings)
     try:
         first: subprocess.Popen[bytes] | None = spawn_collector(

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
+from companion._collector_log import format_line
 from companion._control import socket_path
 from companion._log import Logger
 from companion._spawn import spawn_collector
@@ -207,8 +208,11 @@ class CollectorSupervisor:
         clock: Callable[[], float] = time.monotonic,
         first: subprocess.Popen[bytes] | None = None,
         first_spawned_at: float | None = None,
+        json_logs: bool = False,
     ) -> None:
-        """`first` is a collector main() already started (at `first_spawned_at`, on `clock`)."""
+        """`first` is a collector main() already started (at `first_spawned_at`, on `clock`);
+        the collector's log records are written in the companion's format (JSON lines with
+        `json_logs`)."""
         self._command = list(command)
         self._env = dict(env)
         self._endpoint = endpoint
@@ -218,6 +222,7 @@ class CollectorSupervisor:
         self._control_factory = control_factory
         self._backoff = backoff or Backoff()
         self._output = output
+        self._json_logs = json_logs
         self._clock = clock
         self._proc: Child | None = None
         self._prestarted = first
@@ -444,6 +449,9 @@ class CollectorSupervisor:
                 continue
             if not line:
                 return
+            line = format_line(line, json_format=self._json_logs)
+            if not line:
+                continue
             self._tail.append(line.decode("utf-8", "replace").rstrip())
             if self._held is not None:
                 self._held.append(line)

@@ -79,8 +79,8 @@ func (c *Config) Validate() error {
 	if c.DefaultDrainTimeout <= 0 {
 		errs = append(errs, errors.New("default_drain_timeout: must be > 0"))
 	}
-	if c.ShutdownTimeout < 0 {
-		errs = append(errs, errors.New("shutdown_timeout: must be >= 0"))
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("shutdown_timeout: must be > 0 (it is the time the collector has to send or spill what it holds when stopped)"))
 	}
 	if _, err := SocketPath(c.ControlEndpoint); err != nil {
 		errs = append(errs, fmt.Errorf("control_endpoint: %w", err))

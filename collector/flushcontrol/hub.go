@@ -135,8 +135,8 @@ func NewHub(startedAt time.Time, stdout io.Writer, getenv func(string) string) *
 
 func (h *Hub) log() *zap.Logger { return h.logger.Load() }
 
-// register adds a pipeline's processor; pipelines of one signal that share a processor ID
-// would share one spool key, so the second one is refused.
+// register adds a pipeline's processor. Its spool key is its processor ID and signal, which
+// is unique: the config converter gives every pipeline of a signal its own processor ID.
 func (h *Hub) register(id component.ID, cfg *Config, sig signal, send sender, logger *zap.Logger) (*pipe, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -242,7 +242,6 @@ func (h *Hub) ownDrain(g *group) {
 		defer cancel()
 		reply := h.Drain(ctx, "high-water-mark", "", false)
 		h.mu.Lock()
-		g.above = false
 		// The companion never sees this reply: its refusals go back for the next drain it asks for.
 		for reason, n := range reply.RejectedRequests {
 			h.rejectedSinceDrain[reason] += n
@@ -359,7 +358,7 @@ func (h *Hub) Drain(ctx context.Context, reason, requestID string, spill bool) *
 	}
 	h.mu.Unlock()
 	reply := h.reply(began, bySignal, complete, lastErr)
-	h.log().Debug(fmt.Sprintf("drain (%s) %s in %.1f ms: %s", reason, requestID,
+	h.log().Debug(fmt.Sprintf("drain (%s) %sin %.1f ms: %s", reason, withSpace(requestID),
 		float64(reply.DurationUs)/1000, describe(reply)))
 	return reply
 }
@@ -443,6 +442,11 @@ func (h *Hub) pop(p *pipe, count int, size int64, seqs []uint64) {
 	}
 	p.bytes -= size
 	p.group.used -= size
+	// Back under the high-water mark: the next crossing starts an own drain again (while
+	// above it, one own drain is enough; the companion's drains go on meanwhile).
+	if g := p.group; g.above && g.used*100 <= g.cfg.bufferBytes()*int64(g.cfg.HighWaterMarkPercent) {
+		g.above = false
+	}
 	h.mu.Unlock()
 	if h.spool != nil {
 		for _, seq := range seqs {
@@ -459,22 +463,35 @@ func (h *Hub) spillPipe(w interface {
 	var c counts
 	bw := spillWriter(w)
 	for {
+		// Held requests are spilled together up to maxSpillChunk (concatenated, they are one
+		// request): fewer, fuller lines; spillTo splits what is still larger.
 		h.mu.Lock()
 		if len(p.entries) == 0 {
 			h.mu.Unlock()
 			break
 		}
-		e := p.entries[0]
+		count, items := 0, 0
+		var data []byte
+		var seqs []uint64
+		for _, e := range p.entries {
+			if count > 0 && len(data)+len(e.data) > maxSpillChunk {
+				break
+			}
+			data = append(data, e.data...)
+			seqs = append(seqs, e.seq)
+			items += e.items
+			count++
+		}
 		h.mu.Unlock()
 		if time.Now().After(deadline) {
-			c.drop(reasonShutdownDeadline, uint64(e.items))
-		} else if n, err := spillTo(bw, p.sig, e.data); err != nil {
+			c.drop(reasonShutdownDeadline, uint64(items))
+		} else if n, err := spillTo(bw, p.sig, data); err != nil {
 			h.log().Warn(describeSpillError(p.sig, err))
-			c.drop(reasonSpillFailed, uint64(e.items))
+			c.drop(reasonSpillFailed, uint64(items))
 		} else {
 			c.spilled += uint64(n)
 		}
-		h.pop(p, 1, int64(len(e.data)), []uint64{e.seq})
+		h.pop(p, count, int64(len(data)), seqs)
 	}
 	if err := bw.Flush(); err != nil {
 		h.log().Warn(fmt.Sprintf("cannot write spilled %s: %v", p.sig, err))
@@ -577,7 +594,7 @@ func (h *Hub) start(logger *zap.Logger) error {
 		if dir == "" {
 			dir = filepath.Join(filepath.Dir(socket), "spool")
 		}
-		if err := h.openSpool(dir, g.cfg.bufferBytes()*2); err != nil {
+		if err := h.openSpool(dir, h.spoolBound()); err != nil {
 			h.log().Warn(fmt.Sprintf("%v; continuing without a spool", err))
 		}
 	}
@@ -587,6 +604,18 @@ func (h *Hub) start(logger *zap.Logger) error {
 	}
 	h.server = server
 	return nil
+}
+
+// spoolBound is twice what every buffer together may hold: room for a full buffer and for
+// the records of requests already sent whose segment still holds others.
+func (h *Hub) spoolBound() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var total int64
+	for _, g := range h.groups {
+		total += g.cfg.bufferBytes()
+	}
+	return 2 * total
 }
 
 func (h *Hub) openSpool(dir string, maxBytes int64) error {
@@ -613,16 +642,15 @@ func (h *Hub) openSpool(dir string, maxBytes int64) error {
 		}
 		h.seq++
 		data := append([]byte(nil), rec.payload...)
-		if err := sp.append(h.seq, p.key, p.sig, int(rec.items), data); err != nil {
-			lost[rec.signal] += uint64(rec.items)
-			continue
-		}
+		// Held even when the spool could not record it again (it then says why, once).
+		_ = sp.rewrite(h.seq, p.key, p.sig, int(rec.items), data)
 		p.entries = append(p.entries, entry{seq: h.seq, data: data, items: int(rec.items)})
 		p.bytes += int64(len(data))
 		p.group.used += int64(len(data))
 		h.accepted[p.sig] += uint64(rec.items)
 		replayed[p.sig] += uint64(rec.items)
 	}
+	sp.dropReplayed()
 	for s, n := range lost {
 		h.totals[s].drop(reasonNoPipeline, n)
 	}
@@ -697,6 +725,13 @@ func (h *Hub) logOwnDrain(reason string, reply *controlpb.DrainReply) {
 	} else {
 		h.log().Warn(text)
 	}
+}
+
+func withSpace(s string) string {
+	if s == "" {
+		return ""
+	}
+	return s + " "
 }
 
 func describeItems(n [3]uint64) string {

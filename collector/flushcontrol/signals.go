@@ -77,15 +77,25 @@ func logsSender(next consumer.Logs) sender {
 
 // countItems decodes a serialized request and counts its items (spool replay only).
 func countItems(s signal, data []byte) (int, error) {
+	// On an error the decoded value is empty (nil inside): counting it would panic.
 	switch s {
 	case traces:
 		td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(data)
-		return td.SpanCount(), err
+		if err != nil {
+			return 0, err
+		}
+		return td.SpanCount(), nil
 	case metrics:
 		md, err := (&pmetric.ProtoUnmarshaler{}).UnmarshalMetrics(data)
-		return md.DataPointCount(), err
+		if err != nil {
+			return 0, err
+		}
+		return md.DataPointCount(), nil
 	default:
 		ld, err := (&plog.ProtoUnmarshaler{}).UnmarshalLogs(data)
-		return ld.LogRecordCount(), err
+		if err != nil {
+			return 0, err
+		}
+		return ld.LogRecordCount(), nil
 	}
 }

@@ -102,11 +102,24 @@ type spool struct {
 	// disabled is why the spool stopped writing (a write failed); the collector goes on
 	// without it.
 	disabled string
+	// replayed are the segments openSpool read, kept until dropReplayed.
+	replayed []int
+}
+
+// dropReplayed removes the segments openSpool read, once their requests are written again.
+func (s *spool) dropReplayed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.replayed {
+		os.Remove(s.path(n))
+	}
+	s.replayed = nil
 }
 
 // openSpool locks dir and returns the data records earlier collectors left unacknowledged,
-// in the order they were accepted; the old segments are removed (the caller holds the
-// requests again, under new sequence numbers).
+// in the order they were accepted. The old segments stay until the caller has written the
+// requests again under new sequence numbers and calls dropReplayed: a crash in between
+// replays them twice rather than never.
 func openSpool(dir string, maxBytes int64) (*spool, []spoolRecord, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("cannot create the spool directory: %w", err)
@@ -136,9 +149,7 @@ func openSpool(dir string, maxBytes int64) (*spool, []spoolRecord, error) {
 			}
 		}
 	}
-	for _, n := range segments {
-		os.Remove(s.path(n))
-	}
+	s.replayed = segments
 	if len(segments) > 0 {
 		s.segment = segments[len(segments)-1] + 1
 	}
@@ -193,13 +204,23 @@ func (s *spool) openSegment() error {
 // append records an accepted request before the sender is answered. errSpoolFull means
 // the spool has no room: the sender gets backpressure.
 func (s *spool) append(seq uint64, key string, sig signal, items int, payload []byte) error {
+	return s.write1(seq, key, sig, items, payload, false)
+}
+
+// rewrite records a replayed request again; it was acknowledged before the crash, so the
+// bound does not refuse it.
+func (s *spool) rewrite(seq uint64, key string, sig signal, items int, payload []byte) error {
+	return s.write1(seq, key, sig, items, payload, true)
+}
+
+func (s *spool) write1(seq uint64, key string, sig signal, items int, payload []byte, replay bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.file == nil {
 		return nil
 	}
 	size := int64(spoolHeaderSize + len(key) + len(payload))
-	if s.bytes+size > s.maxBytes {
+	if !replay && s.bytes+size > s.maxBytes {
 		return fmt.Errorf("%w (%d of %d bytes)", errSpoolFull, s.bytes, s.maxBytes)
 	}
 	// Registered before the write, which may rotate to a new segment.

@@ -16,7 +16,7 @@ The event says what to make and what to do then:
    "then": "return" | "kill_collector" | "kill_extensions" | "crash" | "hang",
    "sleep": 0, "status": false}
 sleep is seconds the handler works before it makes anything (time its environment is thawed).
-status asks the collector for its Status (python -m collector ctl status) at the end and writes
+status asks the collector for its Status (afterflush-collector ctl status) at the end and writes
 the reply to the ledger file as {"kind": "status", "reply"}.
 kill_collector makes a second, unacknowledged batch after the SIGKILL, as a function that keeps
 working while its collector is gone would.
@@ -207,7 +207,11 @@ def flush() -> None:
     logger_provider.force_flush(millis)
 
 
-def own_processes(*module_args: list[str]) -> list[int]:
+COLLECTOR = ["afterflush-collector"]
+COMPANION = ["-m", "companion"]
+
+
+def own_processes(kind: list[str]) -> list[int]:
     """Pids of this environment's companion or collector (found by command line and control
     endpoint), for the scenarios that kill them."""
     import psutil
@@ -216,7 +220,10 @@ def own_processes(*module_args: list[str]) -> list[int]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info.get("cmdline") or []
-        if not any(cmdline[1 : 1 + len(args)] == args for args in module_args):
+        if kind == COLLECTOR:
+            if not cmdline or os.path.basename(cmdline[0]) != COLLECTOR[0]:
+                continue
+        elif cmdline[1 : 1 + len(kind)] != kind:
             continue
         try:
             if proc.environ().get("AFTERFLUSH_CONTROL_ENDPOINT") == endpoint:
@@ -248,11 +255,11 @@ def handler(event, context):
         # What the scenario does next must not take unflushed data with it.
         flush()
     if then == "kill_collector":
-        kill(own_processes(["-m", "collector", "run"]))
+        kill(own_processes(COLLECTOR))
         make(rid, "b", event)
     elif then == "kill_extensions":
-        kill(own_processes(["-m", "collector", "run"]))
-        kill(own_processes(["-m", "companion"]))
+        kill(own_processes(COLLECTOR))
+        kill(own_processes(COMPANION))
     elif then == "crash":
         os._exit(3)
     elif then == "hang":
@@ -265,12 +272,11 @@ def handler(event, context):
 
 def collector_status() -> dict:
     import subprocess
-    import sys
 
-    env = {**os.environ, "PYTHONPATH": os.environ["LEDGER_REPO"]}
+    binary = os.path.join(os.environ["LEDGER_REPO"], "bin", COLLECTOR[0])
     done = subprocess.run(
-        [sys.executable, "-m", "collector", "ctl", "status", "--timeout", "2s"],
-        env=env, capture_output=True, text=True, timeout=10, check=False,
+        [binary, "ctl", "status", "--timeout", "2s"],
+        capture_output=True, text=True, timeout=10, check=False,
     )
     return json.loads(done.stdout) if done.returncode == 0 else {"error": done.stderr.strip()}
 

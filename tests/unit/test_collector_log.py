@@ -53,3 +53,12 @@ def test_lines_that_are_not_records_pass_unchanged():
 def test_a_multi_line_message_stays_one_line():
     assert format_line(zap("info", "first\nsecond\n"), json_format=False) == (
         b"[afterflush collector] INFO first | second\n")
+
+
+def test_the_collector_s_start_and_stop_narration_is_dropped_below_warning():
+    assert format_line(zap("info", "Starting extensions...", caller="extensions/extensions.go:40"),
+                       json_format=False) == b""
+    assert format_line(zap("info", "Everything is ready.", caller="service@v0.139.0/service.go:245"),
+                       json_format=False) == b""
+    assert format_line(zap("warn", "x", caller="service@v0.139.0/service.go:1"), json_format=False) == (
+        b"[afterflush collector] WARNING x\n")

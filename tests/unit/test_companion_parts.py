@@ -341,16 +341,35 @@ def test_the_name_comes_from_the_command_line() -> None:
         parse_name(["--name", "a/b"])
 
 
-def test_the_collector_gets_the_chosen_endpoint_and_finds_our_packages_first() -> None:
-    import os
-
-    import collector
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(collector.__file__)))
+def test_the_collector_gets_the_chosen_endpoint_and_the_rest_of_the_environment() -> None:
     settings = Settings(control_endpoint="unix:///tmp/t/c.sock")
-    env = collector_env({"PYTHONPATH": f"/var/task{os.pathsep}{root}", "OTHER": "1"}, settings)
+    env = collector_env({"PYTHONPATH": "/var/task", "OTHER": "1"}, settings)
     assert env == {
-        "PYTHONPATH": f"{root}{os.pathsep}/var/task",
+        "PYTHONPATH": "/var/task",
         "OTHER": "1",
         "AFTERFLUSH_CONTROL_ENDPOINT": "unix:///tmp/t/c.sock",
+        "AFTERFLUSH_HOLD": "true",
     }
+
+
+def test_the_collector_binary_is_found_beside_the_companion_in_the_layer_and_the_source_tree(
+    tmp_path,
+) -> None:
+    from companion._main import collector_binary
+
+    # Given a layer (afterflush/lib/common/companion) and a source tree (companion, bin/)
+    layer_pkg = tmp_path / "opt" / "afterflush" / "lib" / "common" / "companion"
+    layer_bin = tmp_path / "opt" / "afterflush" / "bin" / "afterflush-collector"
+    tree_pkg = tmp_path / "src" / "companion"
+    tree_bin = tmp_path / "src" / "bin" / "afterflush-collector"
+    for path in (layer_bin, tree_bin):
+        path.parent.mkdir(parents=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    layer_pkg.mkdir(parents=True)
+    tree_pkg.mkdir(parents=True)
+    # Then each finds its own, and without one the layer's place is named
+    assert collector_binary(str(layer_pkg)) == str(layer_bin)
+    assert collector_binary(str(tree_pkg)) == str(tree_bin)
+    tree_bin.unlink()
+    assert collector_binary(str(tree_pkg)) == str(tmp_path.parent / "bin" / "afterflush-collector")

@@ -26,12 +26,12 @@ def test_defaults_when_nothing_is_set() -> None:
 
 
 def test_hold_false_runs_the_collector_without_flushcontrol() -> None:
-    from companion._main import collector_command
+    from companion._main import collector_env
 
     settings, problems = load_settings({"AFTERFLUSH_HOLD": "false"})
     assert (settings.hold, problems) == (False, [])
-    assert collector_command(hold=settings.hold)[-3:] == ["collector", "run", "--no-hold"]
-    assert collector_command(hold=True)[-2:] == ["collector", "run"]
+    assert collector_env({}, settings)["AFTERFLUSH_HOLD"] == "false"
+    assert collector_env({"AFTERFLUSH_HOLD": "no"}, Settings())["AFTERFLUSH_HOLD"] == "true"
     bad, problems = load_settings({"AFTERFLUSH_HOLD": "maybe"})
     assert bad.hold is True
     assert problems == ['AFTERFLUSH_HOLD: "maybe" is not a boolean (true or false); using true']

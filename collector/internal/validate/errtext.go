@@ -2,6 +2,7 @@ package validate
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 
@@ -19,6 +20,10 @@ type issue struct {
 const decodingFailed = "decoding failed due to the following error(s):\n\n"
 
 const invalidKeys = "has invalid keys: "
+
+// unknownKey is how a key the component does not have is reported (the Collector's own
+// "has invalid keys" names the parent, not the key).
+func unknownKey(k string) string { return fmt.Sprintf("unknown key %q", k) }
 
 // namedError is what mapstructure's DecodeError looks like from outside: the (dotted) name of
 // the field that failed and the cause. Matching the method set rather than the type keeps this
@@ -92,7 +97,7 @@ func decodeText(text string, prefix []string, context string, out *[]issue) {
 	}
 	if keys, ok := strings.CutPrefix(text, invalidKeys); ok {
 		for _, k := range strings.Split(keys, ", ") {
-			*out = append(*out, issue{path: join(prefix, []string{k}), msg: context + invalidKeys + k})
+			*out = append(*out, issue{path: join(prefix, []string{k}), msg: context + unknownKey(k)})
 		}
 		return
 	}

@@ -49,11 +49,11 @@ func TestDecodeIssues(t *testing.T) {
 	}
 	got := issueStrings(decodeIssues(err))
 	want := []string{
-		"protocols::grpc::endpiont: has invalid keys: endpiont",
-		"protocols::grpc::foo: has invalid keys: foo",
+		"protocols::grpc::endpiont: unknown key \"endpiont\"",
+		"protocols::grpc::foo: unknown key \"foo\"",
 		"protocols::grpc::keepalive::server_parameters::time: time: invalid duration",
-		"protocols::http::bar: has invalid keys: bar",
-		"zzz: has invalid keys: zzz",
+		"protocols::http::bar: unknown key \"bar\"",
+		"zzz: unknown key \"zzz\"",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("decodeIssues(%q)\n got %q\nwant %q", err, got, want)
@@ -67,7 +67,7 @@ func TestDecodeIssuesFromText(t *testing.T) {
 	})
 	got := issueStrings(decodeIssues(fmt.Errorf("cannot read it: %v", err)))
 	want := []string{
-		"endpoit: cannot read it: has invalid keys: endpoit",
+		"endpoit: cannot read it: unknown key \"endpoit\"",
 		"retry_on_failure::enabled: cannot read it: expected type 'bool', got unconvertible type 'int'",
 		"timeout: cannot read it: time: unknown unit",
 	}
@@ -87,7 +87,7 @@ func TestDecodeIssuesFromText(t *testing.T) {
 func TestDecodeIssuesThroughWrappers(t *testing.T) {
 	_, err := unmarshal(t, otlpreceiver.NewFactory(), otlpTypos)
 	got := issueStrings(decodeIssues(fmt.Errorf("cannot unmarshal: %w", err)))
-	if len(got) != 5 || got[0] != "protocols::grpc::endpiont: cannot unmarshal: has invalid keys: endpiont" {
+	if len(got) != 5 || got[0] != "protocols::grpc::endpiont: cannot unmarshal: unknown key \"endpiont\"" {
 		t.Errorf("got %q", got)
 	}
 }

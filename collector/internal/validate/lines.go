@@ -53,7 +53,8 @@ func newLineIndex(uris []string) *lineIndex {
 		if err != nil {
 			continue
 		}
-		src := source{name: filepath.Base(p)}
+		// The path as given: with several files (the function's and the layer's), which one.
+		src := source{name: p}
 		var doc yaml.Node
 		var value any
 		if err := yaml.Unmarshal(data, &doc); err != nil {

@@ -44,7 +44,7 @@ exporters:
 			path = strings.Split(tc.path, "::")
 		}
 		_, file, line := idx.locate(path)
-		if file != tc.file || line != tc.line {
+		if baseName(file) != tc.file || line != tc.line {
 			t.Errorf("locate(%q) = %s:%d, want %s:%d", tc.path, file, line, tc.file, tc.line)
 		}
 	}

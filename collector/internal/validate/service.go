@@ -66,7 +66,7 @@ func (c *checker) checkService(conf *confmap.Conf) {
 	}
 	for _, k := range sortedKeys(sub.ToStringMap()) {
 		if !slices.Contains(serviceKeys, k) {
-			c.add([]string{serviceKey, k}, invalidKeys+k)
+			c.add([]string{serviceKey, k}, unknownKey(k))
 		}
 	}
 	c.checkTelemetry(sub)

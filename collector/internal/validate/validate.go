@@ -212,7 +212,7 @@ func (c *checker) check(ctx context.Context, conf *confmap.Conf) {
 	}
 	for _, k := range sortedKeys(conf.ToStringMap()) {
 		if !slices.Contains(known, k) {
-			c.add([]string{k}, invalidKeys+k)
+			c.add([]string{k}, unknownKey(k))
 		}
 	}
 
