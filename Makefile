@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || { scripts/check_python.sh $(PYTHON) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
@@ -40,8 +40,10 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m mypy collector companion emulator backend bench
 
-# dist/afterflush-python-x86_64.zip and -arm64.zip for Python 3.11-3.14, wheels cached in
-# .layer-build/ (the same script runs in Dockerfile.layer).
+# dist/afterflush-python-x86_64.zip and -arm64.zip for Python 3.11-3.14: the companion and the
+# SDK with their pinned wheels, and the collector cross-compiled for each architecture (needs
+# Go 1.26; the script checks). Wheels, collector binaries and zips are cached in .layer-build/
+# (the same script runs in Dockerfile.layer).
 layer: venv
 	$(PY) scripts/build_layer.py
 
@@ -66,7 +68,7 @@ bench: $(BENCH_STAMP)
 # The long fault scenarios (tests marked chaos) and the fuzz targets with many more examples;
 # prints the ledger of each scenario. make chaos CHAOS_ARGS="-k load" FUZZ_EXAMPLES=5000.
 FUZZ_EXAMPLES ?= 1000
-chaos: venv
+chaos: venv collector
 	AFTERFLUSH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) AFTERFLUSH_FUZZ_RANDOM=1 \
 		$(PY) -m pytest -q -rxX -m "chaos" tests/chaos $(CHAOS_ARGS)
 	AFTERFLUSH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) AFTERFLUSH_FUZZ_RANDOM=1 \

@@ -59,6 +59,7 @@ func (c *converter) Convert(_ context.Context, conf *confmap.Conf) error {
 		c.logger.Warn(warning)
 	}
 	var notes []string
+	notes = append(notes, renameLogging(m)...)
 	notes = append(notes, c.pipelines(m, hold)...)
 	notes = append(notes, c.exporters(m)...)
 	notes = append(notes, c.service(m)...)
@@ -398,4 +399,64 @@ func (c *converter) service(m map[string]any) []string {
 func (c *converter) hasExtension(t string) bool {
 	typ, err := component.NewType(t)
 	return err == nil && c.s.Extensions[typ]
+}
+
+// renameLogging turns the logging exporter, which older ADOT configs name and which the
+// Collector replaced by debug, into debug: logging/x becomes debug/x, its loglevel a
+// verbosity, and the pipelines name the new ID.
+func renameLogging(m map[string]any) []string {
+	exporters, ok := m["exporters"].(map[string]any)
+	if !ok {
+		return nil
+	}
+	renamed := map[string]string{}
+	for id, cfg := range exporters {
+		if typeOf(id) != "logging" {
+			continue
+		}
+		to := "debug" + strings.TrimPrefix(id, "logging")
+		if _, taken := exporters[to]; taken {
+			continue
+		}
+		settings, _ := cfg.(map[string]any)
+		out := copyMap(settings)
+		if level, ok := out["loglevel"]; ok {
+			delete(out, "loglevel")
+			if _, set := out["verbosity"]; !set {
+				out["verbosity"] = map[string]any{"debug": "detailed", "info": "normal"}[fmt.Sprint(level)]
+				if out["verbosity"] == nil {
+					out["verbosity"] = "basic"
+				}
+			}
+		}
+		delete(exporters, id)
+		exporters[to] = out
+		renamed[id] = to
+	}
+	if len(renamed) == 0 {
+		return nil
+	}
+	if service, ok := m["service"].(map[string]any); ok {
+		if pipelines, ok := service["pipelines"].(map[string]any); ok {
+			for _, p := range pipelines {
+				pm, _ := p.(map[string]any)
+				list, ok := strings_(pm["exporters"])
+				if pm == nil || !ok {
+					continue
+				}
+				for i, id := range list {
+					if to, ok := renamed[id]; ok {
+						list[i] = to
+					}
+				}
+				pm["exporters"] = anys(list)
+			}
+		}
+	}
+	ids := make([]string, 0, len(renamed))
+	for id := range renamed {
+		ids = append(ids, id+" as "+renamed[id])
+	}
+	sort.Strings(ids)
+	return []string{"the logging exporter is the debug exporter now: running " + strings.Join(ids, ", ")}
 }

@@ -262,3 +262,28 @@ service:
 		t.Errorf("warning %q", lines[0])
 	}
 }
+
+func TestTheLoggingExporterOfOlderADOTConfigsRunsAsDebug(t *testing.T) {
+	got, lines := convert(t, `
+exporters:
+  logging:
+    loglevel: debug
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [logging]
+`, nil)
+	if exps := list(get(got, "service", "pipelines", "traces", "exporters")); !equal(exps, []string{"debug"}) {
+		t.Errorf("exporters = %v", exps)
+	}
+	if v := get(got, "exporters", "debug", "verbosity"); v != "detailed" {
+		t.Errorf("verbosity = %v", v)
+	}
+	if get(got, "exporters", "logging") != nil || get(got, "exporters", "debug", "loglevel") != nil {
+		t.Error("logging settings kept")
+	}
+	if lines[0] != "the logging exporter is the debug exporter now: running logging as debug" {
+		t.Errorf("warning %q", lines[0])
+	}
+}
