@@ -1,11 +1,14 @@
 """Builds the afterflush Lambda layer zips, one per architecture, for Python 3.11 to 3.14.
-Shared by `make layer` and Dockerfile.layer; needs only the standard library and pip.
+Shared by `make layer` and Dockerfile.layer; needs the standard library, pip, and Go 1.26 or
+newer (the collector is cross-compiled for each architecture).
 
 The zip holds (paths relative to /opt):
   extensions/afterflush, otel-instrument, otel-handler    the launcher and exec wrappers
+  afterflush/bin/afterflush-collector                      the collector (static Go binary)
   afterflush/launch.py                                     picks the packages for the interpreter
-  afterflush/lib/common/                                   collector, companion, pure-Python deps
-  afterflush/lib/python3.X/                                their compiled deps for Python 3.X
+  afterflush/lib/common/                                   the companion, its pure-Python deps
+  afterflush/lib/python3.X/                                its own compiled deps for Python 3.X,
+                                                           if any (grpcio is the function's)
   collector-config/config.yaml, collector-config/honeycomb.yaml
   python/                                                  the function's SDK (pure Python)
   python/lib/python3.X/site-packages/                      its compiled deps for Python 3.X
@@ -13,7 +16,9 @@ The zip holds (paths relative to /opt):
 Wheels are resolved by pip for each (side, architecture, Python version) with the pins in
 layer/requirements/constraints.txt, cached under .layer-build/, and unpacked straight into
 the zip: sorted entries, fixed timestamps and modes, no bytecode, so the same inputs give the
-same bytes.
+same bytes. The collector is built with `go build -trimpath` and an empty build id, which is
+reproducible too; each binary is cached under .layer-build/collector/ by a hash of the Go
+sources, the toolchain and the target.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYER_SOURCE = ROOT / "layer"
 REQUIREMENTS_DIR = LAYER_SOURCE / "requirements"
 FUNCTION_REQUIREMENTS = REQUIREMENTS_DIR / "function.txt"
+COMPANION_REQUIREMENTS = REQUIREMENTS_DIR / "companion.txt"
 CONSTRAINTS = REQUIREMENTS_DIR / "constraints.txt"
 PYPROJECT = ROOT / "pyproject.toml"
 CONFIG_FILES = {
@@ -48,7 +54,22 @@ CONFIG_FILES = {
     "collector-config/honeycomb.yaml": ROOT / "config" / "examples" / "honeycomb.yaml",
 }
 # Our own packages, copied from the source tree into afterflush/lib/common.
-OUR_PACKAGES = ("collector", "companion")
+OUR_PACKAGES = ("companion",)
+
+# The collector: a Go program in collector/, cross-compiled for each architecture. The
+# companion finds it at afterflush/bin/ beside its own afterflush/lib/common/companion.
+COLLECTOR_SOURCE = ROOT / "collector"
+COLLECTOR_PATH = "afterflush/bin/afterflush-collector"
+CHECK_GO = ROOT / "scripts" / "check_go.sh"
+GO_MINIMUM = "1.26"
+GOARCH = {"x86_64": "amd64", "arm64": "arm64"}
+# The baseline instruction set of each, stated so that a GOAMD64/GOARM64 in the environment
+# cannot change the binary.
+GO_ISA = {"x86_64": ("GOAMD64", "v1"), "arm64": ("GOARM64", "v8.0")}
+# When `go env GOPROXY` says nothing.
+DEFAULT_GOPROXY = "https://proxy.golang.org"
+# ELF program header type of the dynamic loader's path: a static binary has none.
+PT_INTERP = 3
 
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13", "3.14")
 ARCHITECTURES = ("x86_64", "arm64")
@@ -61,7 +82,7 @@ ELF_MACHINE = {"x86_64": 62, "arm64": 183}
 
 # Files in layer/ that document or build the layer and do not go into it.
 LAYER_SOURCE_ONLY = frozenset({"README.md"})
-EXECUTABLES = frozenset({"extensions/afterflush", "otel-instrument", "otel-handler"})
+EXECUTABLES = frozenset({"extensions/afterflush", "otel-instrument", "otel-handler", COLLECTOR_PATH})
 EXECUTABLE_MODE = 0o755
 FILE_MODE = 0o644
 # 1980-01-01, the earliest time a zip entry can carry.
@@ -71,8 +92,9 @@ ZIP_EPOCH = 315532800
 LAYOUT_VERSION = 1
 
 FUNCTION_SIDE = "function"
-AFTERFLUSH_SIDE = "afterflush"
-SIDES = (FUNCTION_SIDE, AFTERFLUSH_SIDE)
+COMPANION_SIDE = "companion"
+SIDES = (FUNCTION_SIDE, COMPANION_SIDE)
+REQUIREMENTS = {FUNCTION_SIDE: FUNCTION_REQUIREMENTS, COMPANION_SIDE: COMPANION_REQUIREMENTS}
 
 
 class BuildError(Exception):
@@ -114,19 +136,17 @@ def manylinux_tags(arch: str, glibc_minor: int) -> list[str]:
     return tags + [f"{name}_{machine}" for minor, name in legacy.items() if minor <= glibc_minor]
 
 
-def afterflush_requirements() -> list[str]:
-    """The collector's and companion's runtime dependencies: pyproject's [project].dependencies."""
+def project_version() -> str:
+    """pyproject's [project].version: what the collector reports as its version."""
     with PYPROJECT.open("rb") as stream:
-        project = tomllib.load(stream)["project"]
-    return [str(req) for req in project["dependencies"]]
+        return str(tomllib.load(stream)["project"]["version"])
 
 
 def requirements_for(side: str) -> list[str]:
-    if side == AFTERFLUSH_SIDE:
-        return afterflush_requirements()
+    """The side's requirements file (layer/requirements/function.txt or companion.txt)."""
     return [
         line.split("#", 1)[0].strip()
-        for line in FUNCTION_REQUIREMENTS.read_text().splitlines()
+        for line in REQUIREMENTS[side].read_text().splitlines()
         if line.split("#", 1)[0].strip()
     ]
 
@@ -264,7 +284,7 @@ def lock(cache: Path, *, log: Logger) -> None:
     """Rewrites the constraints file with what pip picks today for every architecture and
     Python version. Both sides are resolved together so that the pins agree."""
     versions: dict[str, set[str]] = {}
-    both = [*requirements_for(FUNCTION_SIDE), *requirements_for(AFTERFLUSH_SIDE)]
+    both = [*requirements_for(FUNCTION_SIDE), *requirements_for(COMPANION_SIDE)]
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text("\n".join(both) + "\n")
@@ -301,6 +321,162 @@ def lock(cache: Path, *, log: Logger) -> None:
 
 def all_targets(arches: Iterable[str], versions: Iterable[str]) -> list[Target]:
     return [Target(side, arch, v) for side in SIDES for arch in arches for v in versions]
+
+
+# ---------------------------------------------------------------------------- the collector
+
+
+@dataclass(frozen=True)
+class Go:
+    """The Go toolchain on PATH: its version and the module proxy the build uses."""
+
+    version: str
+    proxy: str
+
+
+def find_go() -> Go:
+    """Go on PATH, new enough for the collector (scripts/check_go.sh says what to install)."""
+    try:
+        checked = subprocess.run(
+            ["bash", str(CHECK_GO), GO_MINIMUM], capture_output=True, text=True
+        )
+    except OSError as exc:
+        raise BuildError(f"cannot run {CHECK_GO.relative_to(ROOT)}: {exc}") from exc
+    if checked.returncode != 0:
+        raise BuildError(_last_error_line(checked.stderr).removeprefix("error: "))
+    done = subprocess.run(
+        ["go", "env", "GOVERSION", "GOPROXY"],
+        capture_output=True, text=True, cwd=COLLECTOR_SOURCE, env=go_environment(),
+    )
+    if done.returncode != 0:
+        raise BuildError(f"go env failed: {_last_error_line(done.stderr)}")
+    version, _, proxies = done.stdout.partition("\n")
+    return Go(version=version.strip(), proxy=first_proxy(proxies))
+
+
+def first_proxy(goproxy: str) -> str:
+    """The first entry of a GOPROXY list: with the proxy alone, a module it does not serve is
+    an error naming the module, not a fallback to `direct` that may not be reachable."""
+    first = re.split(r"[,|]", goproxy.strip(), maxsplit=1)[0].strip()
+    return first or DEFAULT_GOPROXY
+
+
+def go_environment(arch: str | None = None, proxy: str | None = None) -> dict[str, str]:
+    """The environment of `go`: nothing of the caller's that could change the binary (GOFLAGS,
+    GOEXPERIMENT, a go.work above collector/), and for a build the target and the proxy."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GOFLAGS", "GOEXPERIMENT", "GOOS", "GOARCH", "GOAMD64", "GOARM64")}
+    env["GOWORK"] = "off"
+    if arch is not None:
+        isa_name, isa_level = GO_ISA[arch]
+        env.update({"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": GOARCH[arch],
+                    isa_name: isa_level})
+    if proxy is not None:
+        env["GOPROXY"] = proxy
+    return env
+
+
+def go_build_command(output: str) -> list[str]:
+    ldflags = f"-s -w -buildid= -X main.version={project_version()}"
+    return ["go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", output, "."]
+
+
+def collector_sources() -> list[Path]:
+    """What the binary is built from: every *.go (tests excepted), go.mod and go.sum under
+    collector/, testdata/ excepted (the Python collector's files there are not)."""
+    found = []
+    for path in COLLECTOR_SOURCE.rglob("*"):
+        relative = path.relative_to(COLLECTOR_SOURCE)
+        if "testdata" in relative.parts[:-1] or not path.is_file():
+            continue
+        if path.name in ("go.mod", "go.sum") or (
+            path.suffix == ".go" and not path.name.endswith("_test.go")
+        ):
+            found.append(path)
+    return sorted(found)
+
+
+def collector_key(go: Go, arch: str) -> str:
+    """Changes whenever the sources, the toolchain, the flags or the target change."""
+    env = go_environment(arch)
+    digest = hashlib.sha256()
+    digest.update(json.dumps(
+        {
+            "go": go.version,
+            "command": go_build_command("-"),
+            "env": {k: env[k] for k in ("CGO_ENABLED", "GOOS", "GOARCH", GO_ISA[arch][0])},
+        },
+        sort_keys=True,
+    ).encode())
+    for path in collector_sources():
+        digest.update(path.relative_to(COLLECTOR_SOURCE).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:20]
+
+
+def go_error(text: str) -> str:
+    """The line of go's output that says what failed: the first one that is neither a package
+    heading (`# package`) nor progress (`go: downloading ...`). A module the proxy does not
+    serve is named there (`...: example.com/m@v1.2.3: reading https://...: 404 Not Found`)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines
+              if not line.startswith(("#", "go: downloading ", "go: finding ", "go: extracting "))]
+    return (useful or lines or ["no output"])[0]
+
+
+def build_collector(go: Go, arch: str, cache: Path, *, log: Logger, reuse: bool = True) -> bytes:
+    """The collector binary for `arch`; built with `go build` unless one of the same sources,
+    toolchain and target is cached (`reuse`). Go's own build cache makes a rebuild of
+    unchanged packages quick."""
+    target = f"linux/{GOARCH[arch]}"
+    stored = cache / "collector" / f"{arch}-{collector_key(go, arch)}" / "afterflush-collector"
+    if reuse and stored.exists():
+        stored.parent.touch()
+        data = stored.read_bytes()
+        check_collector(data, arch, str(stored))
+        log.step(f"collector {target}: unchanged sources, reused")
+        return data
+    log.step(f"collector {target}: go build ({go.version}, GOPROXY={go.proxy})")
+    started = time.monotonic()
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="go-build-", dir=stored.parent) as tmp:
+        output = Path(tmp) / "afterflush-collector"
+        done = subprocess.run(
+            go_build_command(str(output)), capture_output=True, text=True,
+            cwd=COLLECTOR_SOURCE, env=go_environment(arch, go.proxy),
+        )
+        if done.returncode != 0:
+            raise BuildError(f"go build of the collector for {target} failed: {go_error(done.stderr)}")
+        data = output.read_bytes()
+        check_collector(data, arch, f"the collector built for {target}")
+        # Cached only under the key of the sources it was built from: not when one changed
+        # while go was building.
+        if stored.parent.name == f"{arch}-{collector_key(go, arch)}":
+            output.replace(stored)
+    log.step(f"collector {target}: built in {time.monotonic() - started:.1f}s, {mib(len(data))}")
+    return data
+
+
+def check_collector(data: bytes, arch: str, what: str) -> None:
+    """A 64-bit little-endian ELF executable for `arch` with no dynamic loader: it runs on any
+    Lambda OS."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise BuildError(f"{what} is not a 64-bit little-endian ELF file")
+    if int.from_bytes(data[18:20], "little") != ELF_MACHINE[arch]:
+        raise BuildError(f"{what} is not an {arch} binary")
+    if PT_INTERP in elf_segment_types(data):
+        raise BuildError(f"{what} is dynamically linked (was cgo on?); it must be static")
+
+
+def elf_segment_types(data: bytes) -> list[int]:
+    """The p_type of each program header of a 64-bit little-endian ELF file."""
+    phoff = int.from_bytes(data[32:40], "little")
+    entsize = int.from_bytes(data[54:56], "little")
+    count = int.from_bytes(data[56:58], "little")
+    return [
+        int.from_bytes(data[phoff + i * entsize: phoff + i * entsize + 4], "little")
+        for i in range(count)
+    ]
 
 
 # ---------------------------------------------------------------------------- assembly
@@ -403,7 +579,11 @@ def place(wheels: Mapping[str, Sequence[str]]) -> Placement:
 
 
 def assemble(
-    arch: str, versions: Sequence[str], resolved: Mapping[str, Sequence[str]], pool: Path
+    arch: str,
+    versions: Sequence[str],
+    resolved: Mapping[str, Sequence[str]],
+    pool: Path,
+    collector: bytes,
 ) -> Tree:
     tree = Tree()
 
@@ -420,18 +600,20 @@ def assemble(
 
     # A compiled wheel both sides use (grpcio) is stored once, on the function side; the
     # launcher puts that one directory after ours on the companion's path.
-    afterflush_wheels = {
-        v: [n for n in resolved[Target(AFTERFLUSH_SIDE, arch, v).key]
+    companion_wheels = {
+        v: [n for n in resolved[Target(COMPANION_SIDE, arch, v).key]
             if n not in function.per_version[v]]
         for v in versions
     }
-    ours = place(afterflush_wheels)
+    ours = place(companion_wheels)
     add_wheels(ours.shared, "afterflush/lib/common")
     for v in versions:
         add_wheels(ours.per_version[v], f"afterflush/lib/python{v}")
     for package in OUR_PACKAGES:
         for path, data in source_entries(ROOT / package, f"afterflush/lib/common/{package}"):
             tree.add(path, data, package)
+    tree.add(COLLECTOR_PATH, collector, f"collector/ (go build linux/{GOARCH[arch]})",
+             EXECUTABLE_MODE)
 
     for path, data in source_entries(LAYER_SOURCE, ""):
         if path.startswith("requirements/") or path in LAYER_SOURCE_ONLY:
@@ -534,7 +716,9 @@ def input_files() -> list[Path]:
     )
 
 
-def layer_key(arch: str, versions: Sequence[str], resolved: Mapping[str, Sequence[str]]) -> str:
+def layer_key(
+    arch: str, versions: Sequence[str], resolved: Mapping[str, Sequence[str]], collector: bytes
+) -> str:
     """Names a zip by everything it is made of: the same key, the same bytes."""
     digest = hashlib.sha256()
     digest.update(json.dumps(
@@ -544,6 +728,7 @@ def layer_key(arch: str, versions: Sequence[str], resolved: Mapping[str, Sequenc
             "layout": LAYOUT_VERSION,
             "stamp": zip_timestamp(),
             "wheels": {t.key: resolved[t.key] for t in all_targets([arch], versions)},
+            "collector": hashlib.sha256(collector).hexdigest(),
         },
         sort_keys=True,
     ).encode())
@@ -576,19 +761,22 @@ def build(
     log: Logger,
     reuse: bool = True,
 ) -> dict[str, Path]:
-    """Builds one zip per architecture into `out`; returns them by architecture. A zip whose
-    inputs did not change since it was last built is copied from the cache (`reuse`)."""
+    """Builds one zip per architecture into `out`; returns them by architecture. A collector
+    binary or a zip whose inputs did not change since it was last built comes from the cache
+    (`reuse`; without it both are built again, the binary with Go's build cache)."""
     started = time.monotonic()
+    go = find_go()
     cache.mkdir(parents=True, exist_ok=True)
     resolved = resolve(all_targets(arches, versions), cache, log=log)
     built = {}
     for arch in arches:
-        stored = cache / "zips" / layer_key(arch, versions, resolved) / zip_name(arch)
+        collector = build_collector(go, arch, cache, log=log, reuse=reuse)
+        stored = cache / "zips" / layer_key(arch, versions, resolved, collector) / zip_name(arch)
         if reuse and stored.exists():
             stored.parent.touch()
             how = "unchanged inputs, reused"
         else:
-            tree = assemble(arch, versions, resolved, cache / "wheels")
+            tree = assemble(arch, versions, resolved, cache / "wheels", collector)
             stored.parent.mkdir(parents=True, exist_ok=True)
             write_zip(tree, stored)
             how = "built"
@@ -602,6 +790,7 @@ def build(
             f"{mib(sum(i.file_size for i in infos))} unzipped, {len(infos)} files ({how})"
         )
     prune(cache / "zips", keep=2 * len(ARCHITECTURES))
+    prune(cache / "collector", keep=2 * len(ARCHITECTURES))
     log.step(f"done in {time.monotonic() - started:.1f}s")
     return built
 
@@ -618,11 +807,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where the zips go")
     parser.add_argument(
-        "--cache", type=Path, default=ROOT / ".layer-build", help="wheel cache (git-ignored)"
+        "--cache", type=Path, default=ROOT / ".layer-build",
+        help="wheel, collector and zip cache (git-ignored)",
     )
     parser.add_argument("--unpack", type=Path, help="also unpack the (single) zip here")
     parser.add_argument(
-        "--rebuild", action="store_true", help="build even when a zip of the same inputs is cached"
+        "--rebuild", action="store_true",
+        help="build the collector and the zips even when ones of the same inputs are cached",
     )
     parser.add_argument("--lock", action="store_true", help="re-pin the constraints file")
     parser.add_argument("--quiet", action="store_true")

@@ -1,5 +1,7 @@
 """Runs the afterflush companion with the layer's packages for this interpreter's Python version
 on the import path, and nothing of the function's. Started by extensions/afterflush; stdlib only.
+The companion starts the collector, the static binary afterflush/bin/afterflush-collector
+beside afterflush/lib, which inherits this environment.
 """
 
 from __future__ import annotations
@@ -21,39 +23,43 @@ def layer_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def compiled_dir(layer: str, version: str) -> str:
+    """The compiled packages for `version`: the function side's, where the companion's grpcio
+    is stored too. Its presence is what says the layer has packages for `version`."""
+    return os.path.join(layer, "python", "lib", f"python{version}", "site-packages")
+
+
 def available_versions(layer: str) -> list[str]:
-    lib = os.path.join(layer, "afterflush", "lib")
+    lib = os.path.join(layer, "python", "lib")
     try:
         names = os.listdir(lib)
     except OSError:
         return []
-    found = [n.removeprefix("python") for n in names if n.startswith("python3.")]
+    found = [
+        n.removeprefix("python") for n in names
+        if n.startswith("python3.") and os.path.isdir(compiled_dir(layer, n.removeprefix("python")))
+    ]
     return sorted(found, key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()))
 
 
 def import_path(layer: str, version: str) -> list[str] | None:
-    """Our compiled packages for `version`, our pure-Python ones, then the compiled packages the
-    function side shares with us (grpcio is stored once, under python/lib). None when the layer
-    has nothing for `version`."""
+    """Our own compiled packages for `version` (afterflush/lib/python3.X, only when the
+    companion has some the function side does not), our pure-Python ones, then the compiled
+    packages the function side shares with us (grpcio is stored once, under python/lib). None
+    when the layer has nothing for `version`."""
     ours = os.path.join(layer, "afterflush", "lib")
-    paths = [
-        os.path.join(ours, f"python{version}"),
-        os.path.join(ours, "common"),
-        os.path.join(layer, "python", "lib", f"python{version}", "site-packages"),
-    ]
-    return paths if all(os.path.isdir(p) for p in paths) else None
+    common = os.path.join(ours, "common")
+    shared = compiled_dir(layer, version)
+    if not (os.path.isdir(common) and os.path.isdir(shared)):
+        return None
+    own = os.path.join(ours, f"python{version}")
+    return [*([own] if os.path.isdir(own) else []), common, shared]
 
 
-def child_environment(env: MutableMapping[str, str], layer: str, paths: Sequence[str]) -> None:
-    """What the collector (started by the companion with this interpreter) inherits: our path
-    only, and no PYTHON* setting of the function's that could change how it imports or runs."""
-    for name in [n for n in env if n.startswith("PYTHON")]:
-        del env[name]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["PYTHONNOUSERSITE"] = "1"
-    # `python -m collector` would otherwise put the working directory (the function's code)
-    # first on its path.
-    env["PYTHONSAFEPATH"] = "1"
+def collector_environment(env: MutableMapping[str, str], layer: str) -> None:
+    """What the collector (started by the companion) inherits: the function's environment, with
+    the layer's config as the default when the layer is not at /opt (the collector's built-in
+    default is /opt/collector-config/config.yaml) and the function chose no config."""
     if layer != LAMBDA_OPT and not env.get(CONFIG_URI_ENV) and not env.get(CONFIG_FILE_ENV):
         env[CONFIG_URI_ENV] = os.path.join(layer, "collector-config", "config.yaml")
 
@@ -71,7 +77,9 @@ def main(argv: Sequence[str]) -> int:
             flush=True,
         )
         return 0
-    child_environment(os.environ, layer, paths)
+    collector_environment(os.environ, layer)
+    # The interpreter runs isolated (-I, from extensions/afterflush): PYTHON* settings, the user
+    # site and the working directory are already off its path; these are all it imports from.
     sys.path[:0] = paths
     sys.argv = ["companion", *argv]
     runpy.run_module("companion", run_name="__main__", alter_sys=True)

@@ -32,8 +32,17 @@ print(json.dumps({
 TIMEOUT_S = 30
 
 
-def make_layer(root: Path, versions: tuple[str, ...] = (VERSION,), name: str = "afterflush") -> Path:
-    """A layer directory with the real launcher and launch.py, and a probe companion."""
+def make_layer(
+    root: Path,
+    versions: tuple[str, ...] = (VERSION,),
+    name: str = "afterflush",
+    *,
+    own_compiled: bool = False,
+) -> Path:
+    """A layer directory with the real launcher and launch.py, and a probe companion. As in
+    the built layer, the compiled packages for each Python version are the function side's
+    (python/lib/python3.X/site-packages, grpcio among them); `own_compiled` adds the directory
+    the companion's own would have (afterflush/lib/python3.X)."""
     (root / "extensions").mkdir(parents=True)
     shutil.copy2(LAYER / "extensions" / "afterflush", root / "extensions" / name)
     (root / "afterflush").mkdir()
@@ -43,8 +52,9 @@ def make_layer(root: Path, versions: tuple[str, ...] = (VERSION,), name: str = "
     (companion / "__init__.py").write_text("")
     (companion / "__main__.py").write_text(PROBE_COMPANION)
     for version in versions:
-        (root / "afterflush" / "lib" / f"python{version}").mkdir(parents=True)
         (root / "python" / "lib" / f"python{version}" / "site-packages").mkdir(parents=True)
+        if own_compiled:
+            (root / "afterflush" / "lib" / f"python{version}").mkdir(parents=True)
     return root
 
 
@@ -83,21 +93,32 @@ def test_launcher_runs_the_companion_with_the_layers_packages_and_nothing_of_the
     assert probe["argv"] == ["--name", "afterflush"]
     assert probe["isolated"] == 1
     ours = [
-        str(layer / "afterflush" / "lib" / f"python{VERSION}"),
         str(layer / "afterflush" / "lib" / "common"),
         str(layer / "python" / "lib" / f"python{VERSION}" / "site-packages"),
     ]
     # With the layer's directories first on its path and the function's nowhere
-    assert probe["path"][:3] == ours
+    assert probe["path"][:2] == ours
     assert not [p for p in probe["path"] if p.startswith("/var/task")]
-    # And the collector it starts inherits the same path, safe from the working directory,
-    # without the function's other PYTHON* settings, and with the layer's config as default
+    # And the collector it starts (a Go binary: PYTHON* settings mean nothing to it) inherits
+    # the function's environment, with the layer's config as the default
     assert probe["env"] == {
-        "PYTHONPATH": ":".join(ours),
-        "PYTHONSAFEPATH": "1",
-        "PYTHONNOUSERSITE": "1",
+        "PYTHONPATH": "/var/task/vendor",
+        "PYTHONWARNINGS": "error",
         "OPENTELEMETRY_COLLECTOR_CONFIG_URI": str(layer / "collector-config" / "config.yaml"),
     }
+
+
+def test_the_companions_own_compiled_packages_come_first_when_the_layer_has_them(
+    tmp_path, python_dir
+):
+    layer = make_layer(tmp_path / "layer", own_compiled=True)
+    done = run([str(layer / "extensions" / "afterflush")], base_env(python_dir))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["path"][:3] == [
+        str(layer / "afterflush" / "lib" / f"python{VERSION}"),
+        str(layer / "afterflush" / "lib" / "common"),
+        str(layer / "python" / "lib" / f"python{VERSION}" / "site-packages"),
+    ]
 
 
 def test_launcher_leaves_a_config_location_the_function_chose(tmp_path, python_dir):
