@@ -28,6 +28,8 @@ PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 # What Lambda's Python runtime has in /var/runtime besides the standard library.
 RUNTIME_DISTRIBUTION = "awslambdaric"
 SIGNALS = ("traces", "metrics", "logs")
+# The collector in the layer: a static Go binary (the OpenTelemetry Collector with flushcontrol).
+COLLECTOR_IN_LAYER = "afterflush/bin/afterflush-collector"
 # Metrics leave only with each invocation's flush, never on the SDK's own timer.
 METRIC_INTERVAL_MS = "3600000"
 

@@ -1,6 +1,7 @@
 """Part 1, caller latency: every mode at every memory size and backend latency, measured on warm
 environments invoked one at a time when idle; also post-invoke and billed time, items delivered
-against items produced, and the peak RSS of our processes while it ran.
+against items produced, and the peak RSS of our processes while it ran, their RSS and PSS at rest
+once it ended.
 
 One environment per mode and memory size serves all backend latencies (the backend's latency is
 changed between cells); no telemetry does not depend on the backend and is measured once.
@@ -129,6 +130,9 @@ def run_latency(
                     ],
                     "peak_rss_mb": env.peak_rss_mb(),
                     "pss_mb_at_end": env.pss_mb(),
+                    # At rest: the last invocation ended, the environment idle (frozen).
+                    "rss_mb_at_end": env.rss_mb(),
+                    "anon_rss_mb_at_end": env.anon_rss_mb(),
                     "seconds": round(time.monotonic() - started, 1),
                 })
     return {"cells": cells, "environments": environments}

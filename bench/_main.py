@@ -43,6 +43,10 @@ class Preset:
     min_invocations: int = 30
     cold_starts: int = 10
     cold_memory_mb: int = 1769
+    # Where Init's time goes: cold starts per size, with and without burst CPU (fewer than
+    # cold_starts: the one at 128 MB without burst runs into Lambda's 10 s Init limit).
+    breakdown_runs: int = 5
+    breakdown_memory_mb: tuple[int, ...] = (128, 512, 1769)
     heavy_spans: int = 10_000
     heavy_invocations: int = 3
     heavy_memory_mb: int = 1769
@@ -54,13 +58,15 @@ PRESETS = {
     "full": Preset(name="full"),
     "quick": Preset(
         name="quick", memory_sizes=(128, 1769), invocations=30, warmup=2, cell_budget_s=5.0,
-        min_invocations=10, cold_starts=3, heavy_invocations=1, throughput_spans=10_240,
+        min_invocations=10, cold_starts=3, breakdown_runs=1, heavy_invocations=1,
+        throughput_spans=10_240,
     ),
     # The smoke test's: every part runs, on a tiny size, without a chart.
     "smoke": Preset(
         name="smoke", memory_sizes=(1769,), backend_latencies_ms=(0,), invocations=2,
-        warmup=1, cell_budget_s=5.0, min_invocations=2, cold_starts=1, heavy_spans=200,
-        heavy_invocations=1, throughput_spans=1_024, chart=False,
+        warmup=1, cell_budget_s=5.0, min_invocations=2, cold_starts=1, breakdown_runs=1,
+        breakdown_memory_mb=(1769,), heavy_spans=200, heavy_invocations=1,
+        throughput_spans=1_024, chart=False,
     ),
 }
 
@@ -172,6 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from bench._coldstart import run_cold_starts
     from bench._deploy import Workspace, default_layer_zip
     from bench._latency import LatencyPlan, run_latency
+    from bench._layerzip import measure_zips
     from bench._memory import run_heavy
     from bench._procs import Backend
     from bench._throughput import run_throughput
@@ -186,13 +193,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "preset": preset.name,
         "layer": layer_zip.name,
         "machine": machine(),
+        # The zip under test and dist/'s for each architecture: sizes in bytes.
+        "layer_zips": measure_zips(layer_zip) if layer_zip.is_file() else [],
         "settings": {
             "memory_sizes_mb": list(preset.memory_sizes),
             "backend_latencies_ms": list(preset.backend_latencies_ms),
             "invocations": preset.invocations, "min_invocations": preset.min_invocations,
             "cell_budget_s": preset.cell_budget_s, "warmup": preset.warmup,
             "spans_per_invocation": 20, "cold_starts": preset.cold_starts,
-            "cold_memory_mb": preset.cold_memory_mb, "heavy_spans": preset.heavy_spans,
+            "cold_memory_mb": preset.cold_memory_mb,
+            "breakdown_runs": preset.breakdown_runs,
+            "breakdown_memory_mb": list(preset.breakdown_memory_mb),
+            "heavy_spans": preset.heavy_spans,
             "heavy_invocations": preset.heavy_invocations,
             "throughput_spans": preset.throughput_spans, "parts": parts,
         },
@@ -215,6 +227,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "coldstart": lambda: run_cold_starts(
                     ws, backend, runs=preset.cold_starts, memory_mb=preset.cold_memory_mb,
                     workdir=root / "cold", progress=progress,
+                    breakdown_runs=preset.breakdown_runs,
+                    breakdown_sizes=preset.breakdown_memory_mb,
                 ),
                 "memory": lambda: run_heavy(
                     ws, backend, spans=preset.heavy_spans,
@@ -255,6 +269,7 @@ def merge(base: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
         raise BenchError(f"--merge: the file is a {base.get('preset')} run, this one is "
                          f"{fresh['preset']}; use the same preset")
     merged = dict(base)
+    merged.setdefault("layer_zips", fresh.get("layer_zips", []))
     merged["parts_run"] = {**base.get("parts_run", {}), **fresh["parts_run"]}
     for part in fresh["parts_run"]:
         merged[SECTIONS[part]] = fresh[SECTIONS[part]]
@@ -272,9 +287,11 @@ def _limits_line(root: Path) -> str | None:
 
 
 def write_outputs(results: dict[str, Any], out: Path, *, chart: bool) -> str:
+    from bench._compare import against_python_collector, load_baseline
     from bench._report import checks, markdown, update_readme
 
     results["checks"] = checks(results)
+    results["against_python_collector"] = against_python_collector(results, load_baseline())
     out.mkdir(parents=True, exist_ok=True)
     chart_path = out / "latency.png"
     if chart and "latency" in results:

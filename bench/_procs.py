@@ -215,6 +215,7 @@ class Emulator:
         timeout: float = 30.0,
         init_timeout: float | None = None,
         init_now: bool = False,
+        init_burst: bool = True,
         name: str = "emulator",
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -235,6 +236,8 @@ class Emulator:
             argv += ["--init-timeout", f"{init_timeout:g}"]
         if init_now:
             argv.append("--init-now")
+        if not init_burst:
+            argv.append("--no-init-burst")
         self.process = Process(name, argv, workdir / f"{name}.log", process_env)
         self.reports = ReportReader(report)
         self.ready: dict[str, Any] = {}
@@ -308,16 +311,32 @@ class Emulator:
             yield from psutil.Process(self.process.pid).children(recursive=True)
 
 
-def peak_rss_bytes(pid: int) -> int | None:
-    """The process's peak resident set size so far (VmHWM), None once it is gone."""
+def _status_bytes(pid: int, key: str) -> int | None:
+    """A "key: N kB" line of /proc/PID/status in bytes, None once the process is gone."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    """The process's peak resident set size so far (VmHWM), None once it is gone."""
+    return _status_bytes(pid, "VmHWM")
+
+
+def rss_bytes(pid: int) -> int | None:
+    """The process's resident set size now (VmRSS), None once it is gone."""
+    return _status_bytes(pid, "VmRSS")
+
+
+def anon_rss_bytes(pid: int) -> int | None:
+    """The anonymous part of its resident set now (RssAnon: heap, stacks; not the pages of
+    its executable and libraries), None once it is gone."""
+    return _status_bytes(pid, "RssAnon")
 
 
 def pss_bytes(pid: int) -> int | None:

@@ -22,7 +22,7 @@ README_START = "<!-- bench-results:start -->"
 README_END = "<!-- bench-results:end -->"
 
 
-def _check(target: str, where: str, value: float | None, limit: float, unit: str,
+def check_target(target: str, where: str, value: float | None, limit: float, unit: str,
            *, at_least: bool = False) -> dict[str, Any]:
     met = None if value is None else (value >= limit if at_least else value <= limit)
     miss = None
@@ -46,29 +46,29 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
         floor = floors.get(memory)
         p99, floor_p99 = cell["caller_ms"]["p99"], floor and floor["caller_ms"]["p99"]
         over = None if p99 is None or floor_p99 is None else round(p99 - floor_p99, 2)
-        out.append(_check("afterflush caller p99 - no-telemetry caller p99", where, over,
+        out.append(check_target("afterflush caller p99 - no-telemetry caller p99", where, over,
                           CALLER_P99_OVER_FLOOR_MS, "ms"))
         post = cell["post_invoke_ms"]["p50"]
         over_backend = None if post is None else round(post - latency, 2)
-        out.append(_check("afterflush post-invoke p50 - backend latency", where, over_backend,
+        out.append(check_target("afterflush post-invoke p50 - backend latency", where, over_backend,
                           POST_INVOKE_OVER_BACKEND_MS, "ms"))
     cold = results.get("cold_start")
     if cold:
         for variant in ("layer", "layer-bytecode-cached"):
             entry = cold["variants"].get(variant, {})
-            out.append(_check(f"Init overhead of the layer ({variant})",
+            out.append(check_target(f"Init overhead of the layer ({variant})",
                               f"{cold['memory_mb']} MB, median of {cold['runs']}",
                               entry.get("overhead_ms"), INIT_OVERHEAD_MS, "ms"))
     for env in results.get("latency", {}).get("environments", []):
         if env["mode"] != "afterflush":
             continue
         ours = _ours(env["peak_rss_mb"])
-        out.append(_check("companion + collector peak RSS in part 1",
+        out.append(check_target("companion + collector peak RSS in part 1",
                           f"{env['memory_mb']} MB", ours, OUR_RSS_MIB, "MiB"))
     throughput = results.get("throughput")
     if throughput:
         for protocol, figures in throughput["receivers"].items():
-            out.append(_check(f"{protocol} receiver spans/s accepted on one core",
+            out.append(check_target(f"{protocol} receiver spans/s accepted on one core",
                               f"{throughput['spans_per_receiver']} spans in batches of "
                               f"{throughput['batch']}", figures["spans_per_s"],
                               RECEIVER_SPANS_PER_S, "spans/s", at_least=True))
@@ -135,16 +135,64 @@ def cold_table(results: dict[str, Any]) -> list[str]:
         def median(key: str, companion: dict[str, Any] = companion) -> str:
             return _fmt(companion.get(key, {}).get("median"), 0)
 
+        own = (entry.get("collector_ms") or {}).get("ready_ms") or {}
         rows.append([
             variant, _fmt(init["median"], 0), f"{_fmt(init['min'], 0)}-{_fmt(init['max'], 0)}",
             _fmt(init["iqr"], 0), _fmt(entry.get("overhead_ms"), 0),
             median("registered_ms"), median("collector_ready_ms"), median("first_next_ms"),
+            _fmt(own.get("median"), 0),
         ])
     return [
         f"Init duration at {cold['memory_mb']} MB, {cold['runs']} cold starts each (ms; "
-        "companion columns are medians of its own ready line, from its start):", "",
+        "companion columns are medians of its own ready line, from its start, \"collector "
+        "ready\" from its spawn of the collector to the collector answering its Status call; "
+        "the last column is the collector's own ready line, from its process start):", "",
         *_table(["variant", "median", "min-max", "IQR", "overhead", "registered",
-                 "collector ready", "first next"], rows),
+                 "collector ready", "first next", "collector's own ready"], rows),
+        *breakdown_table(cold),
+    ]
+
+
+BREAKDOWN_COLUMNS = (
+    ("companion_started_ms", "companion started"),
+    ("companion_registered_ms", "registered"),
+    ("collector_started_ms", "collector started"),
+    ("collector_ready_ms", "collector ready"),
+    ("runtime_ready_ms", "runtime ready"),
+    ("first_next_ms", "companion's first next"),
+)
+
+
+def _runs(row: dict[str, Any]) -> str:
+    failed = {k: v for k, v in row.get("statuses", {}).items() if k != "success"}
+    if not failed:
+        return str(row["runs"])
+    return f"{row['runs']} ({', '.join(f'{v} {k}' for k, v in failed.items())})"
+
+
+def breakdown_table(cold: dict[str, Any]) -> list[str]:
+    """Where Init's time goes, per memory size, with and without burst CPU."""
+    breakdown = cold.get("breakdown")
+    if not breakdown:
+        return []
+    rows = []
+    for row in breakdown["rows"]:
+        cpu = "burst (2 vCPU)" if row["init_burst"] else "the size's share"
+        rows.append([
+            str(row["memory_mb"]), cpu, _runs(row), _fmt(row["init_ms"]["median"], 0),
+            *(_fmt(row[key]["median"], 0) for key, _ in BREAKDOWN_COLUMNS),
+        ])
+    return [
+        "", f"Where Init's time goes: the layer as shipped, {breakdown['runs']} cold start(s) "
+        "per row, started by an invocation; medians in ms from the moment it was sent (Init "
+        "starts within about a millisecond). Init's CPU is Lambda's burst, or the memory "
+        "size's share throughout (the emulator's --no-init-burst); Init is limited to "
+        f"{breakdown['init_timeout_s']:g} s as on Lambda, and a step is the median of the runs "
+        "that reached it. Runtime ready is when the function's module was imported (the "
+        "runtime calls next right after); Init ends when the last of it and the companion's "
+        "first next arrive:", "",
+        *_table(["MB", "Init CPU", "n", "Init", *(label for _, label in BREAKDOWN_COLUMNS)],
+                rows),
     ]
 
 
@@ -158,8 +206,11 @@ def memory_table(results: dict[str, Any]) -> list[str]:
     for env in results.get("latency", {}).get("environments", []):
         rss, pss = env["peak_rss_mb"], env.get("pss_mb_at_end", {})
         inits = env["init"]
+        rest = (env.get("rss_mb_at_end") or {}).get("collector")
+        anon = (env.get("anon_rss_mb_at_end") or {}).get("collector")
         rows.append([f"part 1, {env['memory_mb']} MB", env["mode"], _fmt(rss.get("companion")),
                      _fmt(rss.get("collector")), _fmt(_ours(rss)), _fmt(_ours(pss)),
+                     "-" if rest is None else f"{_fmt(rest)} ({_fmt(anon)})",
                      _fmt(rss.get("runtime")), _fmt(inits[-1]["init_ms"] if inits else None, 0)])
     heavy = results.get("memory_heavy")
     if heavy:
@@ -168,17 +219,19 @@ def memory_table(results: dict[str, Any]) -> list[str]:
             rows.append([
                 f"{heavy['spans_per_invocation']:,} spans x {heavy['invocations']}, "
                 f"{heavy['memory_mb']} MB", mode, _fmt(rss.get("companion")),
-                _fmt(rss.get("collector")), _fmt(_ours(rss)), _fmt(_ours(pss)),
+                _fmt(rss.get("collector")), _fmt(_ours(rss)), _fmt(_ours(pss)), "-",
                 _fmt(rss.get("runtime")), "-",
             ])
     if not rows:
         return ["(not run)"]
     return [
         "Peak RSS (VmHWM) per process in MiB; PSS (shared pages split between the processes "
-        "that map them) read at the end of the run; Init of each environment (the first one "
-        "with the layer also compiled its bytecode; part 2 measures Init):", "",
+        "that map them) read at the end of the run; the collector's RSS at rest (VmRSS once "
+        "part 1's last invocation ended; in brackets its anonymous part, RssAnon: the rest is "
+        "its binary's pages); Init of each environment (the first one with the layer also "
+        "compiled its bytecode; part 2 measures Init):", "",
         *_table(["run", "mode", "companion", "collector", "ours (RSS)", "ours (PSS)",
-                 "runtime", "Init ms"], rows),
+                 "collector at rest (anon)", "runtime", "Init ms"], rows),
     ]
 
 
@@ -239,6 +292,57 @@ def checks_table(results: dict[str, Any]) -> list[str]:
     return _table(["target", "limit", "verdict", "worst", "where (worst)"], rows)
 
 
+def _change(row: dict[str, Any]) -> str:
+    change, before = row.get("change"), row.get("before")
+    if change is None:
+        return "-"
+    digits = 3 if row["unit"] == "s" else (0 if row["unit"] == "spans/s" else 1)
+    text = f"{change:+,.{digits}f}"
+    if before:
+        text += f" ({change / before * 100:+.0f}%)"
+    return text
+
+
+def _verdict(check: dict[str, Any]) -> str:
+    if check["met"] is None:
+        return "not measured"
+    if check["met"]:
+        return "met"
+    return f"missed by {_fmt(check['missed_by'])} {check['unit']}"
+
+
+def comparison_table(results: dict[str, Any]) -> list[str]:
+    """Before (the Python collector's baseline run) and now, then the Go collector's targets."""
+    comparison = results.get("against_python_collector")
+    if not comparison:
+        return []
+    baseline = comparison.get("baseline")
+    if baseline:
+        intro = (f"Before: bench/results/{baseline['file']} (the Python collector's last "
+                 f"{baseline['preset']} run, {baseline['started']}, {baseline['layer']}); now: "
+                 "this run. At the memory size(s) of the baseline's cold start "
+                 f"({', '.join(str(m) for m in comparison['memory_mb'])} MB); \"-\" where a "
+                 "run did not measure the figure:")
+    else:
+        intro = "Before: no baseline (bench/results/python-collector.json is missing); now:"
+    rows = []
+    for row in comparison["rows"]:
+        digits = 3 if row["unit"] == "s" else (0 if row["unit"] == "spans/s" else 1)
+        rows.append([row["figure"], row["where"], row["unit"], _fmt(row["before"], digits),
+                     _fmt(row["now"], digits), _change(row)])
+    targets = []
+    for check in comparison["targets"]:
+        value = "-" if check["value"] is None else f"{_fmt(check['value'])} {check['unit']}"
+        targets.append([check["target"], check["where"], f"<= {_fmt(check['limit'])} "
+                        f"{check['unit']}", value, _verdict(check)])
+    return [
+        intro, "",
+        *_table(["figure", "where", "unit", "before (Python)", "now (Go)", "change"], rows),
+        "", "Targets of the Go collector:", "",
+        *_table(["target", "where", "limit", "now", "verdict"], targets),
+    ]
+
+
 def machine_lines(results: dict[str, Any]) -> list[str]:
     m = results["machine"]
     load_before = ", ".join(f"{x:.2f}" for x in m["load_before"])
@@ -264,6 +368,9 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     targets = checks_table(results)
     if targets:
         lines += ["### Targets", "", *targets, ""]
+    comparison = comparison_table(results)
+    if comparison:
+        lines += ["### Against the Python collector", "", *comparison, ""]
     return lines
 
 
@@ -273,7 +380,8 @@ def markdown(results: dict[str, Any], notes: str = "") -> str:
         "Caller latency, post-invoke and billed time, cold start, memory and throughput of "
         "the afterflush layer against the synchronous flush (the collector without "
         "flushcontrol, as the ADOT collector runs) and against no telemetry at all, under the "
-        "local Lambda emulator. Produced by `make bench`; see bench/README.md for the method.",
+        "local Lambda emulator, and beside the Python collector's last run (Against the Python "
+        "collector). Produced by `make bench`; see bench/README.md for the method.",
         "", *summary_lines(results),
     ]
     if notes.strip():

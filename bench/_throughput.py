@@ -2,10 +2,11 @@
 real SDK exporters, spans per second a drain pushes to a zero-latency backend, and the
 collector's CPU seconds per 10,000 spans for each.
 
-The collector is the layer's (its packages, the Lambda-like Python), pinned to one core; the
-SDK exporter runs in this process on another core when there is one. The buffer is made large
-enough to hold the whole push and its early export is turned off, so that receiving and
-draining are measured apart.
+The collector is the layer's binary (afterflush/bin/afterflush-collector), started with the
+environment the companion gives it and pinned to one core (taskset; Go sizes GOMAXPROCS from
+that affinity); the SDK exporter runs in this process on another core when there is one. The
+buffer is made large enough to hold the whole push and its early export is turned off, so that
+receiving and draining are measured apart.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench._deploy import PYTHON_VERSION, Workspace, free_port
+from bench._deploy import COLLECTOR_IN_LAYER, Workspace, free_port
+from bench._environment import COLLECTOR_READY_LINE
 from bench._errors import BenchError
 from bench._procs import Backend, Process, wait_for
 
@@ -41,21 +43,12 @@ def collector_config(*, grpc_port: int, http_port: int, backend_http: str) -> st
     )
 
 
-def layer_collector_env(ws: Workspace, control: str) -> dict[str, str]:
-    """The environment the layer's launcher gives the collector: only the layer's packages."""
-    lib = ws.layer / "afterflush" / "lib"
-    paths = [
-        lib / f"python{PYTHON_VERSION}",
-        lib / "common",
-        ws.layer / "python" / "lib" / f"python{PYTHON_VERSION}" / "site-packages",
-    ]
+def collector_env(control: str) -> dict[str, str]:
+    """What the companion gives the collector: its own environment (here this process's, less
+    this virtualenv's PYTHON* settings, which the binary does not read) with the control
+    endpoint and AFTERFLUSH_HOLD (flushcontrol on) set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update({
-        "PYTHONPATH": ":".join(str(p) for p in paths),
-        "PYTHONNOUSERSITE": "1",
-        "PYTHONSAFEPATH": "1",
-        "AFTERFLUSH_CONTROL_ENDPOINT": control,
-    })
+    env.update({"AFTERFLUSH_CONTROL_ENDPOINT": control, "AFTERFLUSH_HOLD": "true"})
     return env
 
 
@@ -162,10 +155,10 @@ def run_throughput(
     collector_cpu, client_cpu = cpus()
     collector = Process(
         "collector",
-        ["taskset", "-c", str(collector_cpu),
-         str(ws.layer / "afterflush" / "bin" / "afterflush-collector"), "--config", str(config)],
+        ["taskset", "-c", str(collector_cpu), str(ws.layer / COLLECTOR_IN_LAYER),
+         "--config", str(config)],
         workdir / "collector.log",
-        layer_collector_env(ws, control_endpoint),
+        collector_env(control_endpoint),
     )
     batch = sdk_batch(BATCH)
     rounds = max(spans // BATCH, 1)
@@ -175,8 +168,11 @@ def run_throughput(
     }
     try:
         collector.start()
-        wait_for(lambda: "ready in" in collector.tail(50), READY_TIMEOUT_S,
-                 "the throughput collector", collector.proc)
+        # Its stderr is the Collector's zap JSON records: {"level":"info",...,"msg":"ready in
+        # 27 ms (pid 1681)",...}.
+        ready = wait_for(lambda: COLLECTOR_READY_LINE.search(collector.tail(50)),
+                         READY_TIMEOUT_S, "the throughput collector", collector.proc)
+        result["collector_ready_ms"] = float(ready["ready"])
         for protocol in ("grpc", "http"):
             exporter = sdk_exporter(protocol, ports[protocol])
             try:

@@ -1,6 +1,7 @@
 """The benchmark harness on a tiny size (`python -m bench --smoke`): it runs every part against the
 built layer, writes latest.json in the documented shape with exact item counts, writes
-latest.md without a chart, and leaves no process behind. Times are never asserted.
+latest.md without a chart, and leaves no process behind. Times are never asserted: where a
+figure is a time or a size, only that it is a number is.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,24 @@ PER_INVOCATION = {"traces": 21, "metrics": 3, "logs": 3}
 INVOCATIONS = 2
 HEAVY = {"traces": 201, "metrics": 3, "logs": 3}
 THROUGHPUT_SPANS = 1024
+SPREAD = {"median", "min", "max", "iqr", "stdev"}
+ROLES = {"companion", "collector", "runtime"}
+TIMELINE = {"companion_started_ms", "companion_registered_ms", "collector_started_ms",
+            "collector_ready_ms", "runtime_ready_ms", "first_next_ms"}
+BASELINE = REPO / "bench" / "results" / "python-collector.json"
+ZIP_KEYS = {"name", "arch", "tested", "files", "zipped_bytes", "unzipped_bytes",
+            "collector_bytes", "collector_zipped_bytes"}
+CHECK_KEYS = {"target", "where", "value", "limit", "unit", "met", "missed_by"}
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def assert_spread(spread: dict[str, Any]) -> None:
+    """A median/min/max/IQR/stdev summary of at least one sample: numbers only."""
+    assert set(spread) == SPREAD
+    assert all(is_number(v) for v in spread.values()), spread
 
 
 def run_bench(*args: str) -> tuple[int, str, str]:
@@ -81,6 +101,8 @@ def test_smoke_run_describes_the_machine_and_the_settings(smoke_run: dict[str, A
     assert results["settings"]["memory_sizes_mb"] == [1769]
     assert results["settings"]["backend_latencies_ms"] == [0]
     assert results["settings"]["parts"] == ["latency", "coldstart", "memory", "throughput"]
+    assert results["settings"]["breakdown_runs"] == 1
+    assert results["settings"]["breakdown_memory_mb"] == [1769]
     assert list(results["parts_run"]) == ["latency", "coldstart", "memory", "throughput"]
     for part in results["parts_run"].values():
         assert len(part["load_before"]) == 3 and len(part["load_after"]) == 3
@@ -117,6 +139,16 @@ def test_peak_rss_is_read_for_each_of_our_processes(smoke_run: dict[str, Any]) -
         pss = environments[mode]["pss_mb_at_end"]
         assert pss["companion"] > 0 and pss["collector"] > 0
         assert environments[mode]["init"][-1]["status"] == "success"
+        # At rest, once the last invocation ended: RSS, and its anonymous part.
+        rest, anon = environments[mode]["rss_mb_at_end"], environments[mode]["anon_rss_mb_at_end"]
+        assert set(rest) == set(anon) == ROLES
+        for role in ROLES:
+            assert is_number(rest[role]) and is_number(anon[role])
+            assert 0 < anon[role] <= rest[role]
+    for key in ("rss_mb_at_end", "anon_rss_mb_at_end"):
+        floor = environments["no-telemetry"][key]
+        assert floor["companion"] is None and floor["collector"] is None
+        assert is_number(floor["runtime"])
 
 
 def test_cold_starts_with_and_without_the_layer_and_the_companion_breakdown(
@@ -129,15 +161,134 @@ def test_cold_starts_with_and_without_the_layer_and_the_companion_breakdown(
     # Only a layer with its extension has a companion to report its start-up.
     assert "companion_ms" not in cold["variants"]["no-layer"]
     assert "companion_ms" not in cold["variants"]["layer-sdk-only"]
+    # Nor to have the collector's own ready line.
+    assert "collector_ms" not in cold["variants"]["no-layer"]
+    assert "collector_ms" not in cold["variants"]["layer-sdk-only"]
     for variant in ("layer", "layer-bytecode-cached"):
         assert set(cold["variants"][variant]["companion_ms"]) == {
             "registered_ms", "collector_ready_ms", "first_next_ms"}
+        for spread in cold["variants"][variant]["companion_ms"].values():
+            assert_spread(spread)
+        assert set(cold["variants"][variant]["collector_ms"]) == {"ready_ms"}
+        assert_spread(cold["variants"][variant]["collector_ms"]["ready_ms"])
     for variant in ("layer", "layer-bytecode-cached", "layer-sdk-only"):
         entry = cold["variants"][variant]
         assert len(entry["samples_ms"]) == 1
         assert entry["overhead_ms"] == round(
             entry["init_ms"]["median"] - cold["variants"]["no-layer"]["init_ms"]["median"], 1
         )
+
+
+def test_the_init_breakdown_has_a_row_per_size_with_and_without_burst_cpu(
+    smoke_run: dict[str, Any],
+) -> None:
+    breakdown = smoke_run["results"]["cold_start"]["breakdown"]
+    assert set(breakdown) == {"runs", "memory_sizes_mb", "init_timeout_s", "rows"}
+    assert breakdown["runs"] == 1 and breakdown["memory_sizes_mb"] == [1769]
+    assert is_number(breakdown["init_timeout_s"])
+    rows = breakdown["rows"]
+    assert [(r["memory_mb"], r["init_burst"]) for r in rows] == [(1769, True), (1769, False)]
+    for row in rows:
+        assert set(row) == {"memory_mb", "init_burst", "runs", "succeeded", "statuses",
+                            "init_ms", *TIMELINE}
+        assert row["runs"] == 1
+        # Init succeeded (the smoke's other cold starts depend on that too), so every step of
+        # it was found: the companion's and the collector's JSON records, the function's time.
+        assert row["statuses"] == {"success": 1} and row["succeeded"] == 1
+        assert_spread(row["init_ms"])
+        for key in TIMELINE:
+            assert_spread(row[key])
+
+
+def test_the_layer_zips_are_measured(smoke_run: dict[str, Any], layer_zip: Path) -> None:
+    zips = smoke_run["results"]["layer_zips"]
+    assert zips and zips[0]["tested"] is True
+    assert [z["tested"] for z in zips[1:]] == [False] * (len(zips) - 1)
+    for entry in zips:
+        assert set(entry) == ZIP_KEYS
+        assert entry["arch"] in ("x86_64", "arm64")
+        for key in ZIP_KEYS - {"name", "arch", "tested"}:
+            assert isinstance(entry[key], int) and entry[key] > 0, (key, entry)
+        # Sizes that follow from the zip's own contents, not from timing.
+        assert entry["unzipped_bytes"] > entry["collector_bytes"]
+        assert entry["zipped_bytes"] > entry["collector_zipped_bytes"]
+    tested = zips[0]
+    assert tested["name"] == layer_zip.name and tested["arch"] == host_arch()
+    assert tested["zipped_bytes"] == layer_zip.stat().st_size
+    with zipfile.ZipFile(layer_zip) as archive:
+        infos = [i for i in archive.infolist() if not i.is_dir()]
+        assert tested["files"] == len(infos)
+        assert tested["unzipped_bytes"] == sum(i.file_size for i in infos)
+        assert tested["collector_bytes"] == archive.getinfo(
+            "afterflush/bin/afterflush-collector").file_size
+
+
+def test_the_comparison_with_the_python_collector(smoke_run: dict[str, Any]) -> None:
+    results = smoke_run["results"]
+    comparison = results["against_python_collector"]
+    baseline = json.loads(BASELINE.read_text())
+    assert set(comparison) == {"baseline", "memory_mb", "rows", "targets"}
+    assert comparison["baseline"] == {"file": "python-collector.json",
+                                      "started": baseline["started"],
+                                      "preset": baseline["preset"], "layer": baseline["layer"]}
+    assert comparison["memory_mb"] == [baseline["cold_start"]["memory_mb"]] == [1769]
+    rows = comparison["rows"]
+    for row in rows:
+        assert set(row) == {"figure", "where", "unit", "before", "now", "change"}
+        assert all(isinstance(row[k], str) and row[k] for k in ("figure", "where", "unit"))
+        for key in ("before", "now", "change"):
+            assert row[key] is None or is_number(row[key]), row
+        if row["before"] is not None and row["now"] is not None:
+            assert row["change"] == round(row["now"] - row["before"], 3)
+        else:
+            assert row["change"] is None
+    figures = [row["figure"] for row in rows]
+    by_figure = {row["figure"]: row for row in rows}
+    assert figures[:12] == [
+        "collector ready after its start, its own log line (layer as shipped)",
+        "collector ready after its start, as the companion saw it (spawn to Status answered; "
+        "layer as shipped)",
+        "companion's first next after its start (layer as shipped)",
+        "Init overhead of the layer against no layer (as shipped)",
+        "Init overhead of the layer against no layer (bytecode cached)",
+        "companion peak RSS", "collector peak RSS",
+        "companion PSS at the end", "collector PSS at the end",
+        "companion RSS at rest", "collector RSS at rest",
+        "collector anonymous RSS at rest (RssAnon: less its binary's pages)",
+    ]
+    assert figures[-6:] == [
+        "grpc receiver, spans/s accepted", "grpc receiver, collector CPU s per 10,000 spans",
+        "http receiver, spans/s accepted", "http receiver, collector CPU s per 10,000 spans",
+        "drain after the grpc push, spans/s to the backend",
+        "drain after the http push, spans/s to the backend",
+    ]
+    zip_rows = figures[12:-6]
+    assert zip_rows[0].startswith("collector binary, unzipped")
+    assert zip_rows[1:] == ["layer zip, zipped", "layer zip, unzipped (sum of its entries' sizes)"
+                            ] * len(results["layer_zips"])
+    # Before is the baseline's figure where it has one; now is this run's, all measured here.
+    old = baseline["cold_start"]["variants"]
+    assert by_figure["Init overhead of the layer against no layer (as shipped)"]["before"] == (
+        old["layer"]["overhead_ms"])
+    assert by_figure["collector ready after its start, its own log line (layer as shipped)"][
+        "before"] is None
+    assert by_figure["collector RSS at rest"]["before"] is None
+    assert by_figure[zip_rows[0]]["before"] is None
+    assert all(by_figure[f]["now"] is not None for f in figures)
+    assert by_figure["grpc receiver, spans/s accepted"]["now"] == (
+        results["throughput"]["receivers"]["grpc"]["spans_per_s"])
+
+    targets = comparison["targets"]
+    assert [c["target"] for c in targets] == [
+        "collector ready after its start (its own log line) at 1769 MB",
+        "collector RSS at rest",
+        *["layer zip, zipped", "layer zip, unzipped"] * len(results["layer_zips"]),
+    ]
+    for check in targets:
+        assert set(check) == CHECK_KEYS
+        assert is_number(check["value"]) and is_number(check["limit"])
+        assert isinstance(check["met"], bool)
+        assert check["met"] is (check["missed_by"] is None)
 
 
 def test_heavy_invocations_deliver_every_span(smoke_run: dict[str, Any]) -> None:
@@ -162,6 +313,8 @@ def test_throughput_counts_what_each_receiver_accepted_and_each_drain_exported(
     assert [(d["after"], d["exported"], d["complete"]) for d in throughput["drains"]] == [
         ("grpc", THROUGHPUT_SPANS, True), ("http", THROUGHPUT_SPANS, True),
     ]
+    # The binary's own ready line was found in its zap JSON output.
+    assert is_number(throughput["collector_ready_ms"])
 
 
 def test_every_target_is_checked_where_it_applies(smoke_run: dict[str, Any]) -> None:
@@ -184,6 +337,10 @@ def test_markdown_is_written_and_printed_without_a_chart(smoke_run: dict[str, An
     text = (out / "latest.md").read_text()
     assert text.startswith("# afterflush benchmark: latest results")
     assert "| 1769 | 0 | afterflush | 2 |" in text
+    assert "\n### Against the Python collector\n" in text
+    assert "Targets of the Go collector:" in text
+    assert "Where Init's time goes:" in text
+    assert "| 1769 | burst (2 vCPU) | 1 |" in text and "| 1769 | the size's share | 1 |" in text
     assert smoke_run["stdout"].strip() == text.strip()
     assert not (out / "latency.png").exists()
 
