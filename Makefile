@@ -38,7 +38,7 @@ test: venv collector test-go
 
 lint: venv
 	$(PY) -m ruff check .
-	$(PY) -m mypy collector companion emulator backend bench
+	$(PY) -m mypy companion emulator backend bench
 
 # dist/afterflush-python-x86_64.zip and -arm64.zip for Python 3.11-3.14: the companion and the
 # SDK with their pinned wheels, and the collector cross-compiled for each architecture (needs
@@ -74,11 +74,10 @@ chaos: venv collector
 	AFTERFLUSH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) AFTERFLUSH_FUZZ_RANDOM=1 \
 		$(PY) -m pytest -q -rxX tests/fuzz $(CHAOS_ARGS)
 
-# Regenerates the committed control-service code from collector/proto/control.proto: the
-# companion's (companion/proto), and the Python collector's own copy until it is deleted.
+# Regenerates the companion's committed control-service code (companion/proto) from
+# collector/proto/control.proto.
 proto: venv
 	$(PY) -m companion.proto.generate
-	$(PY) -m collector.proto.generate
 
 clean:
 	rm -rf $(VENV) bin dist .pytest_cache .mypy_cache .ruff_cache

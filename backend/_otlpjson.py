@@ -2,8 +2,8 @@
 
 It is the protobuf JSON mapping except that trace and span ids are hex strings (not base64)
 and enums are integers; decoding also takes snake_case keys and enum names, and ignores
-unknown fields. The backend decodes OTLP/HTTP JSON bodies with it. A copy of
-collector/_otlpjson.py, which the Python collector keeps using until it is deleted.
+unknown fields. The backend decodes OTLP/HTTP JSON bodies with it, and the tests' ledger the
+OTLP JSON lines the collector spills.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """google.rpc.Status with a RetryInfo detail, written by hand on the protobuf wire.
 
 The backend sends it in gRPC's `grpc-status-details-bin` trailer and in OTLP/HTTP error bodies,
-as OTLP servers do. Taken from collector/_rpcstatus.py (its writing half), which the Python
-collector keeps using until it is deleted.
+as OTLP servers do.
 """
 
 from __future__ import annotations

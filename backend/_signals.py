@@ -1,8 +1,4 @@
-"""The three OTLP signals, as the backend decodes and answers their export requests.
-
-Taken from collector/_signals.py (the part the backend and its tests use), which the Python
-collector keeps using until it is deleted.
-"""
+"""The three OTLP signals, as the backend decodes and answers their export requests."""
 
 from __future__ import annotations
 

@@ -113,9 +113,7 @@ class Store:
         return {s.value: SignalStats(**asdict(self._signals[s].stats)) for s in Signal}
 
     def items(self, signal: Signal) -> list[Item]:
-        # Looked up by value: the Python collector's tests pass its own Signal enum, which has
-        # the same values, until that collector is deleted.
-        return list(self._signals[Signal(signal.value)].items)
+        return list(self._signals[signal].items)
 
     def requests(self, signal: Signal | None = None) -> list[RequestRecord]:
         if signal is None:

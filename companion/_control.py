@@ -1,8 +1,8 @@
 """The FlushControl contract's client side and its endpoint settings.
 
 The companion calls the collector's control endpoint with ControlClient; the collector serves
-the service collector/proto/control.proto defines. Taken from collector/control.py, which
-`python -m collector ctl` keeps using until the Python collector is deleted.
+the service collector/proto/control.proto defines (`afterflush-collector ctl status|drain` is
+the binary's own client of it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Durations as the collector's config writes them (Go's time.ParseDuration: "1m30s", "250ms").
 
-The companion's settings (AFTERFLUSH_DRAIN_TIMEOUT and the like) take the same syntax. A copy of
-collector/_duration.py, which the Python collector keeps using until it is deleted.
+The companion's settings (AFTERFLUSH_DRAIN_TIMEOUT and the like) take the same syntax.
 """
 
 from __future__ import annotations

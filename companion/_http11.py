@@ -1,9 +1,7 @@
 """Just enough HTTP/1.1 over asyncio streams: the server behind the companion's Telemetry API
 listener, and the one-shot client the companion calls Lambda with.
 
-No third-party imports: aiohttp costs ~140 ms of cold start, and these needs are small. A copy of
-collector/_http11.py, which the Python collector's OTLP/HTTP receiver keeps using until it is
-deleted.
+No third-party imports: aiohttp costs ~140 ms of cold start, and these needs are small.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from companion._log import Logger
 from companion._spawn import spawn_collector
 from companion.errors import ControlError
 
-# `python -m collector run` exits with this status when its config is invalid (argparse uses
-# it for bad arguments too): starting it again cannot help.
+# The collector binary exits with this status when its config is invalid: starting it again
+# cannot help.
 EXIT_CONFIG_INVALID = 2
 # How long a collector that missed the ready timeout may still become ready before it is
 # taken for hung and restarted.

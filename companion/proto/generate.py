@@ -2,10 +2,10 @@
 
 Usage: python -m companion.proto.generate [--out DIR]
 
-The .proto is compiled under its repository path, collector/proto/control.proto, as the Python
-collector's copy of this code was: the descriptors are then the same file, and both copies can
-be loaded in one process. protoc writes its output under that path; the modules are moved into
-the output directory, and the grpc module imports the pb2 module of its own package.
+The .proto is compiled under its repository path, collector/proto/control.proto (the Go
+collector's controlpb is generated from the same file), so that the descriptors keep that file
+name. protoc writes its output under that path; the modules are moved into the output
+directory, and the grpc module imports the pb2 module of its own package.
 """
 
 from __future__ import annotations
@@ -19,11 +19,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 PROTO = (HERE / ".." / ".." / "collector" / "proto" / "control.proto").resolve()
 GENERATED = ("control_pb2.py", "control_pb2.pyi", "control_pb2_grpc.py")
-# The grpc module's import of the pb2 module as protoc writes it (from the .proto's path), and
-# as it is committed here.
+# The grpc module's import of the pb2 module as protoc writes it (the package and the alias
+# come from the .proto's path: for collector/proto/control.proto, control_pb2 out of the
+# package collector.proto, as collector_dot_proto_dot_control__pb2), and as it is committed
+# here.
 GRPC_MODULE = "control_pb2_grpc.py"
-PB2_IMPORT = "from collector.proto import control_pb2 as collector_dot_proto_dot_control__pb2\n"
-PB2_IMPORT_HERE = "from . import control_pb2 as collector_dot_proto_dot_control__pb2\n"
+_PB2_PATH = PROTO.relative_to(ROOT).with_suffix("").as_posix() + "_pb2"
+_PB2_PACKAGE, _, _PB2_MODULE = _PB2_PATH.replace("/", ".").rpartition(".")
+_PB2_ALIAS = _PB2_PATH.replace("_", "__").replace("/", "_dot_")
+PB2_IMPORT = f"from {_PB2_PACKAGE} import {_PB2_MODULE} as {_PB2_ALIAS}\n"
+PB2_IMPORT_HERE = f"from . import {_PB2_MODULE} as {_PB2_ALIAS}\n"
 
 
 def generate(out_dir: Path) -> None:

@@ -11,15 +11,12 @@ import aiohttp
 import pytest
 
 from backend import FaultSpec
-from tests.fixtures.backend import running_backend, trace_payload
-
-PROTOBUF = {"Content-Type": "application/x-protobuf"}
+from tests.fixtures.backend import running_backend
+from tests.fixtures.otlp import http_post, trace_payload
 
 
 async def _post(session: aiohttp.ClientSession, url: str) -> int:
-    async with session.post(url, data=trace_payload(1).data, headers=PROTOBUF) as response:
-        await response.read()
-        return response.status
+    return (await http_post(session, url, trace_payload(1).data)).status
 
 
 async def test_a_status_mix_draws_each_status_from_the_seeded_rng():

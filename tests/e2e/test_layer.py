@@ -57,20 +57,22 @@ def test_unpacked_layer_alone_delivers_every_signal_after_each_response(
             answers.append((result.json(), responded_at))
         records = dep.emulator.wait_records(INVOCATIONS)
 
-        # Then the runtime and the collector run from the unpacked layer only
+        # Then the runtime and the collector run from the unpacked layer only: the collector is
+        # the layer's (static) binary, the function's Python loads its extensions from the layer
         procs = processes_of(dep.control_endpoint)
         assert set(procs) == {"runtime", "collector"}
+        assert procs["collector"].exe() == str(opt / "afterflush" / "bin" / "afterflush-collector")
         for name, proc in procs.items():
             files = mapped_files(proc)
             assert not [f for f in files if f.startswith(str(REPO))], name
-            assert [f for f in files if f.startswith(str(opt)) and f.endswith(".so")], name
             paths = proc.environ().get("PYTHONPATH", "").split(":")
             assert not [p for p in paths if p.startswith(str(REPO))], name
-        # And grpcio, stored once under python/lib, serves the collector (and the function's
-        # gRPC exporter when it is chosen)
+        runtime_files = mapped_files(procs["runtime"])
+        assert [f for f in runtime_files if f.startswith(str(opt)) and f.endswith(".so")]
+        # And grpcio, stored once under python/lib, serves the function's gRPC exporter when it
+        # is chosen
         grpc_so = str(opt / "python" / "lib")
-        assert [f for f in mapped_files(procs["collector"]) if f.startswith(grpc_so) and "cygrpc" in f]
-        function_grpc = [f for f in mapped_files(procs["runtime"]) if "cygrpc" in f]
+        function_grpc = [f for f in runtime_files if f.startswith(grpc_so) and "cygrpc" in f]
         assert bool(function_grpc) == (protocol == "grpc")
 
         for (body, responded_at), record in zip(answers, records, strict=True):
@@ -105,15 +107,15 @@ def test_a_config_written_for_the_adot_collector_runs_unchanged_with_flushcontro
     ) as dep:
         bodies = [dep.invoke_when_idle({"items": ITEMS})[0].json() for _ in range(2)]
         records = dep.emulator.wait_records(2)
-        # Then the collector said it added flushcontrol, and ran the pipelines as written
-        [added] = dep.lines("flushcontrol added to pipelines without it")
-        assert added.endswith("traces, metrics, logs")
-        [ready] = dep.lines("[afterflush collector] INFO ready")
-        assert (
-            "traces: otlp -> batch -> flushcontrol -> otlphttp, logging; "
-            "metrics: otlp -> batch -> flushcontrol -> otlp, debug; "
-            "logs: otlp -> batch -> flushcontrol -> otlphttp"
-        ) in ready
+        # Then the collector said what it changed (flushcontrol added, batch taken out since
+        # flushcontrol coalesces what a drain sends, logging run as debug), and was ready
+        [added] = dep.lines("[afterflush collector] WARNING flushcontrol added to pipelines: ")
+        assert added.endswith("logs, metrics, traces")
+        [batch] = dep.lines("[afterflush collector] WARNING batch taken out of pipelines ")
+        assert "logs, metrics, traces" in batch
+        assert dep.lines("[afterflush collector] WARNING the logging exporter is the debug "
+                         "exporter now")
+        assert len(dep.lines("[afterflush collector] INFO ready in ")) == 1
         # And every invocation's data reached the backend after its response
         assert [r["postRuntimeDurationMs"] >= 200 for r in records] == [True, True]
         for body in bodies:

@@ -14,25 +14,26 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from backend import Backend, FaultSpec, _otlpjson
+from backend import Backend, FaultSpec
 from backend._signals import Signal
-from tests.fixtures.backend import (
-    BackendProcess,
-    ThreadBackend,
+from tests.fixtures.backend import BackendProcess, ThreadBackend, running_backend
+from tests.fixtures.otlp import (
+    JSON,
+    PROTOBUF,
+    decode_response,
+    grpc_export_async,
+    http_post,
     logs_payload,
     metrics_payload,
-    running_backend,
+    retry_info,
     trace_payload,
 )
 
-TRACES_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-PROTOBUF = {"Content-Type": "application/x-protobuf"}
 TIMEOUT = 10.0
 
 
@@ -40,13 +41,6 @@ TIMEOUT = 10.0
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
         yield session
-
-
-async def post(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str] | None = None
-) -> tuple[int, bytes, dict[str, str]]:
-    async with session.post(url, data=body, headers=headers or PROTOBUF) as response:
-        return response.status, await response.read(), dict(response.headers)
 
 
 async def test_stats_count_unique_items_and_duplicates_per_signal(
@@ -57,9 +51,9 @@ async def test_stats_count_unique_items_and_duplicates_per_signal(
         base = backend.http_endpoint
         # When the same spans arrive twice, plus metrics and logs once
         for _ in range(2):
-            await post(http, f"{base}/v1/traces", trace_payload(4).data)
-        await post(http, f"{base}/v1/metrics", metrics_payload(3).data)
-        await post(http, f"{base}/v1/logs", logs_payload(2).data)
+            await http_post(http, f"{base}/v1/traces", trace_payload(4).data)
+        await http_post(http, f"{base}/v1/metrics", metrics_payload(3).data)
+        await http_post(http, f"{base}/v1/logs", logs_payload(2).data)
         # Then each signal counts what it got, the resent spans as duplicates
         stats = {name: s.to_json() for name, s in backend.stats().items()}
         assert stats == {
@@ -95,24 +89,24 @@ async def test_stats_count_unique_items_and_duplicates_per_signal(
 
 async def test_json_and_gzip_bodies_are_decoded(http: aiohttp.ClientSession) -> None:
     async with running_backend() as backend:
-        payload = trace_payload(2, name="j")
-        document = _otlpjson.encode(Signal.TRACES, Signal.TRACES.decode(payload.data))
-        status, body, headers = await post(
+        document = trace_payload(2, name="j").as_json()
+        answer = await http_post(
             http,
             f"{backend.http_endpoint}/v1/traces",
-            gzip.compress(document.encode()),
-            {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            gzip.compress(document),
+            content_type=JSON,
+            headers={"Content-Encoding": "gzip"},
         )
-        assert (status, headers["Content-Type"]) == (200, "application/json")
-        assert json.loads(body) == {}
+        assert (answer.status, answer.headers["content-type"]) == (200, "application/json")
+        assert json.loads(answer.body) == {}
         assert [i.name for i in backend.items(Signal.TRACES)] == ["j-0", "j-1"]
         assert backend.requests()[0].content_encoding == "gzip"
 
 
 async def test_malformed_body_gets_400_and_is_not_recorded(http: aiohttp.ClientSession) -> None:
     async with running_backend() as backend:
-        status, _, _ = await post(http, f"{backend.http_endpoint}/v1/logs", b"\xff\xff\xff")
-        assert status == 400
+        answer = await http_post(http, f"{backend.http_endpoint}/v1/logs", b"\xff\xff\xff")
+        assert answer.status == 400
         assert backend.stats()["logs"].rejected_requests == 1
         assert backend.items(Signal.LOGS) == []
 
@@ -121,10 +115,10 @@ async def test_status_fault_applies_the_given_number_of_times(http: aiohttp.Clie
     async with running_backend() as backend:
         backend.set_faults(FaultSpec(status=503, times=2), Signal.TRACES)
         url = f"{backend.http_endpoint}/v1/traces"
-        statuses = [(await post(http, url, trace_payload(1).data))[0] for _ in range(3)]
-        logs_status, _, _ = await post(
-            http, f"{backend.http_endpoint}/v1/logs", logs_payload(1).data
-        )
+        statuses = [(await http_post(http, url, trace_payload(1).data)).status for _ in range(3)]
+        logs_status = (
+            await http_post(http, f"{backend.http_endpoint}/v1/logs", logs_payload(1).data)
+        ).status
         assert statuses == [503, 503, 200]
         assert logs_status == 200  # the fault was for traces only
         assert backend.stats()["traces"].rejected_requests == 2
@@ -135,12 +129,9 @@ async def test_throttling_fault_sends_retry_after_and_a_status_body(
 ) -> None:
     async with running_backend() as backend:
         backend.set_faults(FaultSpec(status=429, retry_after=3, message="slow down"))
-        status, body, headers = await post(
-            http, f"{backend.http_endpoint}/v1/traces", trace_payload(1).data
-        )
-        parsed = status_pb2.Status()
-        parsed.ParseFromString(body)
-        assert (status, headers["Retry-After"]) == (429, "3")
+        answer = await http_post(http, f"{backend.http_endpoint}/v1/traces", trace_payload(1).data)
+        parsed = answer.rpc_status()
+        assert (answer.status, answer.headers["retry-after"]) == (429, "3")
         assert (parsed.code, parsed.message) == (8, "slow down")
 
 
@@ -148,16 +139,10 @@ async def test_grpc_throttling_fault_carries_retry_info_in_the_trailer() -> None
     async with running_backend() as backend:
         backend.set_faults(FaultSpec(status=429, retry_after=1.5))
         async with grpc.aio.insecure_channel(backend.grpc_endpoint) as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await channel.unary_unary(TRACES_METHOD)(trace_payload(1).data, timeout=TIMEOUT)
-        error = caught.value
-        details = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
-        status = status_pb2.Status()
-        status.ParseFromString(details)
-        retry_info = error_details_pb2.RetryInfo()
-        assert status.details[0].Unpack(retry_info)
-        assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert (retry_info.retry_delay.seconds, retry_info.retry_delay.nanos) == (1, 500_000_000)
+            answer = await grpc_export_async(channel, trace_payload(1), timeout=TIMEOUT)
+        info = retry_info(answer.rpc_status())
+        assert answer.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (info.retry_delay.seconds, info.retry_delay.nanos) == (1, 500_000_000)
 
 
 async def test_probability_faults_repeat_exactly_under_the_same_seed(
@@ -167,7 +152,7 @@ async def test_probability_faults_repeat_exactly_under_the_same_seed(
         async with running_backend(seed=seed) as backend:
             backend.set_faults(FaultSpec(status=503, probability=0.5))
             url = f"{backend.http_endpoint}/v1/traces"
-            return [(await post(http, url, trace_payload(1).data))[0] for _ in range(20)]
+            return [(await http_post(http, url, trace_payload(1).data)).status for _ in range(20)]
 
     first, again, other = await run(11), await run(11), await run(12)
     assert first == again
@@ -178,9 +163,8 @@ async def test_probability_faults_repeat_exactly_under_the_same_seed(
 async def test_partial_success_fault_rejects_the_first_items(http: aiohttp.ClientSession) -> None:
     async with running_backend() as backend:
         backend.set_faults(FaultSpec(reject=2))
-        _, body, _ = await post(http, f"{backend.http_endpoint}/v1/traces", trace_payload(5).data)
-        response = Signal.TRACES.response_type()
-        response.ParseFromString(body)
+        answer = await http_post(http, f"{backend.http_endpoint}/v1/traces", trace_payload(5).data)
+        response = decode_response(Signal.TRACES, answer.body)
         assert response.partial_success.rejected_spans == 2
         assert [i.name for i in backend.items(Signal.TRACES)] == ["op-2", "op-3", "op-4"]
 
@@ -189,7 +173,7 @@ async def test_reset_fault_breaks_the_connection_mid_request(http: aiohttp.Clien
     async with running_backend() as backend:
         backend.set_faults(FaultSpec(reset=True))
         with pytest.raises((aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)):
-            await post(http, f"{backend.http_endpoint}/v1/traces", trace_payload(1).data)
+            await http_post(http, f"{backend.http_endpoint}/v1/traces", trace_payload(1).data)
         assert [r.outcome for r in backend.requests()] == ["reset"]
 
 
@@ -202,7 +186,7 @@ async def test_hanging_request_is_released_when_the_backend_stops(
     try:
         backend.set_faults(FaultSpec(hang=True))
         request = asyncio.create_task(
-            post(http, f"{backend.http_endpoint}/v1/traces", trace_payload(1).data)
+            http_post(http, f"{backend.http_endpoint}/v1/traces", trace_payload(1).data)
         )
         await backend.wait_for_requests(1)
     finally:
@@ -220,14 +204,14 @@ async def test_down_refuses_connections_then_listens_again_on_the_same_ports(
     async with running_backend() as backend:
         await backend.go_down(60)
         with pytest.raises(aiohttp.ClientConnectorError):
-            await post(http, f"{backend.http_endpoint}/v1/traces", trace_payload(1).data)
+            await http_post(http, f"{backend.http_endpoint}/v1/traces", trace_payload(1).data)
         assert not backend.up
     async with running_backend() as backend:
         endpoints = backend.endpoints()
         await backend.go_down(0.05)
         await backend.wait_until(lambda: backend.up)
-        status, _, _ = await post(http, f"{backend.http_endpoint}/v1/traces", trace_payload(1).data)
-        assert status == 200
+        answer = await http_post(http, f"{backend.http_endpoint}/v1/traces", trace_payload(1).data)
+        assert answer.status == 200
         assert backend.endpoints() == endpoints
 
 
@@ -246,8 +230,8 @@ async def test_control_api_sets_faults_and_reports_stats_items_and_requests(
         )
         assert status == 200
         assert answer["faults"]["logs"]["status"] == 400
-        logs_status, _, _ = await post(http, f"{base}/v1/logs", logs_payload(1).data)
-        await post(http, f"{base}/v1/traces", trace_payload(2).data, {**PROTOBUF, "X-Key": "k"})
+        logs_status = (await http_post(http, f"{base}/v1/logs", logs_payload(1).data)).status
+        await http_post(http, f"{base}/v1/traces", trace_payload(2).data, headers={"X-Key": "k"})
         _, stats = await call("GET", "/_stats")
         _, items = await call("GET", "/_items?signal=traces")
         _, requests = await call("GET", "/_requests?signal=traces")
@@ -305,7 +289,7 @@ def test_backend_process_serves_until_sigterm_and_reports_on_the_control_api() -
             request = urllib.request.Request(
                 f"{process.http_endpoint}/v1/traces",
                 data=trace_payload(3).data,
-                headers=PROTOBUF,
+                headers={"Content-Type": PROTOBUF},
                 method="POST",
             )
             try:

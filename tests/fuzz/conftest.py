@@ -1,7 +1,7 @@
-"""A collector process for the receiver fuzz tests: both OTLP receivers on free loopback ports
-with small size bounds (so oversize cases are cheap), a buffer large enough never to push back
-during a run, and the debug exporter (nothing is drained). One per test module; tests
-compare its counts before and after."""
+"""A collector process (the binary) for the receiver fuzz tests: both OTLP receivers on free
+loopback ports with small size bounds (so oversize cases are cheap), a buffer large enough never
+to push back during a run, and the debug exporter. One per test module; tests compare its counts
+before and after."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Hypothesis strategies for the fuzz targets: OTLP export requests (valid, with huge or deeply
-nested attributes), ways to break their bytes, and collector YAML (valid, broken, mistyped,
-naming unknown components).
+nested attributes), ways to break their bytes (any way, or so that no OTLP decoder can take
+them), and compression bombs.
 
 FUZZ is the settings every fuzz test uses: AFTERFLUSH_FUZZ_EXAMPLES examples per target
 (40 by default, as `make test` runs them; `make chaos` asks for more), derandomized unless
@@ -10,6 +10,7 @@ AFTERFLUSH_FUZZ_RANDOM=1 so that `make test` is repeatable.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import zlib
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from collector._signals import Signal
+from backend import _otlpjson
+from backend._signals import Signal
 
 EXAMPLES = int(os.environ.get("AFTERFLUSH_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
@@ -84,12 +86,17 @@ def attributes(draw: Any) -> list[dict[str, Any]]:
 
 _ids = st.one_of(st.binary(min_size=16, max_size=16), st.binary(max_size=20))
 _span_ids = st.one_of(st.binary(min_size=8, max_size=8), st.binary(max_size=10))
+# Ids as OTLP has them: empty, or exactly 16 (trace) and 8 (span) bytes.
+_valid_ids = st.one_of(st.binary(min_size=16, max_size=16), st.just(b""))
+_valid_span_ids = st.one_of(st.binary(min_size=8, max_size=8), st.just(b""))
 
 
 @st.composite
-def requests(draw: Any, signal: Signal) -> Any:
+def requests(draw: Any, signal: Signal, *, valid_ids: bool = False) -> Any:
     """An Export*ServiceRequest of `signal` with 1-2 resources, scopes and 1-3 items each
-    (now and then an empty one, or one without items)."""
+    (now and then an empty one, or one without items). Ids are of any length unless
+    `valid_ids`."""
+    ids, span_ids = (_valid_ids, _valid_span_ids) if valid_ids else (_ids, _span_ids)
     message = signal.request_type()
     if draw(st.sampled_from([False] * 19 + [True])):
         return message
@@ -103,7 +110,7 @@ def requests(draw: Any, signal: Signal) -> Any:
                 ss.scope.name = draw(_text)
                 for _ in range(draw(st.integers(1, 3))):
                     span = ss.spans.add(
-                        trace_id=draw(_ids), span_id=draw(_span_ids), name=draw(_text),
+                        trace_id=draw(ids), span_id=draw(span_ids), name=draw(_text),
                         kind=draw(st.integers(0, 5)),
                         start_time_unix_nano=draw(st.integers(0, 2**64 - 1)),
                     )
@@ -130,7 +137,7 @@ def requests(draw: Any, signal: Signal) -> Any:
                 sl = rl.scope_logs.add()
                 for _ in range(draw(st.integers(1, 3))):
                     record = sl.log_records.add(severity_number=draw(st.integers(0, 24)),
-                                                trace_id=draw(_ids), span_id=draw(_span_ids))
+                                                trace_id=draw(ids), span_id=draw(span_ids))
                     _fill(record.body, draw(any_values))
                     _set_attrs(record.attributes, draw(attributes()))
     return message
@@ -188,112 +195,77 @@ def deflate_bomb(size: int) -> bytes:
     return zlib.compress(b"\0" * size, 9)
 
 
-# -- collector YAML -----------------------------------------------------------------------------
-
-VALID_CONFIG = """\
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:4317
-      http:
-        endpoint: 127.0.0.1:4318
-processors:
-  batch:
-    send_batch_size: 512
-    timeout: 1s
-  flushcontrol:
-    max_buffer_size_mib: 8
-exporters:
-  otlphttp:
-    endpoint: https://api.example.com
-    headers:
-      x-api-key: ${env:API_KEY}
-    retry_on_failure:
-      initial_interval: 100ms
-  debug:
-    verbosity: basic
-extensions:
-  health_check: {}
-service:
-  extensions: [health_check]
-  telemetry:
-    logs:
-      level: info
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch, flushcontrol]
-      exporters: [otlphttp]
-    metrics:
-      receivers: [otlp]
-      processors: [flushcontrol]
-      exporters: [otlphttp, debug]
-    logs:
-      receivers: [otlp]
-      exporters: [debug]
-"""
-
-_KEYS = ["receivers", "processors", "exporters", "extensions", "service", "pipelines", "otlp",
-         "otlphttp", "debug", "batch", "flushcontrol", "decouple", "kafka", "zipkin", "grpc",
-         "http", "endpoint", "traces", "metrics", "logs", "traces/2", "otlp/", "/x", "protocols",
-         "retry_on_failure", "timeout", "headers", "max_buffer_size_mib", "compression",
-         "verbosity", "telemetry", "level", "tls", "insecure", ""]
-_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10, 2**40), st.floats(allow_nan=True),
-    st.sampled_from(["", "5s", "250ms", "-1s", "1h", "abc", "127.0.0.1:0", "http://x",
-                     "${env:NOPE}", "${env:API_KEY}", "${unknown:x}", "$${env:X}", "gzip",
-                     "[otlp]", "{a: 1}", "~", "yes", "0x10", "1e3", "*a"]),
-    _text,
-)
-yaml_documents = st.recursive(
-    _scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4),
-        st.dictionaries(st.sampled_from(_KEYS), inner, max_size=5),
-    ),
-    max_leaves=30,
-)
+@st.composite
+def undecodable(draw: Any, signal: Signal, data: bytes, media: str) -> bytes:
+    """`data` (a serialized request of `signal`, or its OTLP/JSON when media is "json") broken
+    so that it cannot decode, whichever OTLP decoder reads it. Broken JSON is ASCII (its text
+    \\u-escaped): the collector's answer quotes the bytes around the error, and a quote that is
+    not UTF-8 changes the answer (see the HTTP receiver fuzz test)."""
+    if media == "json":
+        data = json.dumps(json.loads(data), separators=(",", ":")).encode()
+        how = draw(st.sampled_from(["truncated", "not an object", "garbage", "bad id"]))
+        if how == "truncated":
+            # A JSON object is not complete before its last byte.
+            return data[: draw(st.integers(0, len(data) - 1))]
+        if how == "not an object":
+            return draw(st.sampled_from([b"[]", b"1", b'"resourceSpans"', b"true", b"[{}]"]))
+        if how == "garbage":
+            return draw(st.sampled_from([b"x", b"<", b"]", b"\x00"])) + data
+        bad = json.loads(_otlpjson.encode(signal, draw(with_bad_id(signal))))
+        return json.dumps(bad, separators=(",", ":")).encode()
+    how = draw(st.sampled_from(["truncated", "bad wire type", "overlong", "bad id"]))
+    if how == "truncated" and data:
+        # Cut inside the first field: its tag, its length, or the bytes its length promises.
+        return data[: draw(st.integers(1, _first_field_end(data) - 1))]
+    if how == "bad wire type":
+        # Field 1 with wire type 7, which protobuf does not have.
+        return b"\x0f" + data
+    if how == "overlong":
+        # A first field that promises more bytes than the body holds.
+        return b"\x0a" + _varint(len(data) + draw(st.integers(1, 1000))) + data
+    return draw(with_bad_id(signal)).SerializeToString()
 
 
 @st.composite
-def broken_configs(draw: Any) -> str:
-    """The valid config with lines deleted, duplicated, re-indented or replaced, values
-    swapped for other types, or fragments of YAML syntax dropped in."""
-    lines = VALID_CONFIG.splitlines()
-    for _ in range(draw(st.integers(1, 4))):
-        if not lines:
-            break
-        index = draw(st.integers(0, len(lines) - 1))
-        edit = draw(st.sampled_from(["delete", "duplicate", "indent", "dedent", "value", "key",
-                                     "syntax"]))
-        line = lines[index]
-        if edit == "delete":
-            del lines[index]
-        elif edit == "duplicate":
-            lines.insert(index, line)
-        elif edit == "indent":
-            lines[index] = "  " + line
-        elif edit == "dedent":
-            lines[index] = line[2:]
-        elif edit == "value" and ":" in line:
-            key = line.split(":", 1)[0]
-            lines[index] = f"{key}: {draw(_scalars.map(_yaml_scalar))}"
-        elif edit == "key" and ":" in line:
-            indent = line[: len(line) - len(line.lstrip())]
-            lines[index] = f"{indent}{draw(st.sampled_from(_KEYS))}:{line.split(':', 1)[1]}"
-        else:
-            lines.insert(index, draw(st.sampled_from(
-                ["- [", "{", "}", ": :", "? x", "&a x", "*a", "!!python/object:os.system x",
-                 "\t- tab", "key: 'unterminated", "<<: *a", "---", "...", "%YAML 1.1"])))
-    return "\n".join(lines) + "\n"
+def with_bad_id(draw: Any, signal: Signal) -> Any:
+    """A valid request of `signal` plus one item whose trace or span id has the wrong length."""
+    message = draw(requests(signal, valid_ids=True))
+    trace_id, span_id = draw(st.sampled_from([
+        (draw(st.binary(min_size=1, max_size=15)), b""),
+        (draw(st.binary(min_size=17, max_size=20)), b"\x01" * 8),
+        (b"\x01" * 16, draw(st.binary(min_size=1, max_size=7))),
+        (b"", draw(st.binary(min_size=9, max_size=12))),
+    ]))
+    if signal is Signal.TRACES:
+        message.resource_spans.add().scope_spans.add().spans.add(
+            trace_id=trace_id, span_id=span_id, name="bad id")
+    elif signal is Signal.LOGS:
+        message.resource_logs.add().scope_logs.add().log_records.add(
+            trace_id=trace_id, span_id=span_id)
+    else:
+        point = message.resource_metrics.add().scope_metrics.add().metrics.add(
+            name="bad id").gauge.data_points.add(as_int=1)
+        point.exemplars.add(as_int=1, trace_id=trace_id, span_id=span_id)
+    return message
 
 
-def _yaml_scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return repr(value)
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _first_field_end(data: bytes) -> int:
+    """Where the first field of a serialized request ends (its fields are all messages:
+    a one-byte tag, a varint length, the bytes)."""
+    length, shift, index = 0, 0, 1
+    while True:
+        byte = data[index]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        index += 1
+        if not byte & 0x80:
+            return index + length

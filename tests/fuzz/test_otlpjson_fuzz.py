@@ -1,6 +1,8 @@
-"""Fuzzing the OTLP/JSON decoder: any bytes either decode to a request or raise ValueError with
-a one-line reason (never another exception), what decodes also survives the binary round trip
-the collector puts it through, and what the collector spills as OTLP/JSON decodes again."""
+"""Fuzzing the backend's OTLP/JSON codec (backend._otlpjson, which decodes the backend's
+OTLP/HTTP JSON bodies and, in the tests' ledger, the OTLP JSON lines the collector spills): any
+bytes either decode to a request or raise ValueError with a one-line reason (never another
+exception), what decodes also survives the binary round trip, and what it encodes decodes
+again to the same request."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from google.protobuf.message import DecodeError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector import _otlpjson
-from collector._signals import Signal
+from backend import _otlpjson
+from backend._signals import Signal
 from tests.fuzz.strategies import FUZZ, SIGNALS, TIMEOUT_SECONDS, broken, nested_value, requests
 
 pytestmark = pytest.mark.timeout(TIMEOUT_SECONDS)
@@ -47,7 +49,7 @@ def _decodes_or_says_why(signal: Signal, body: bytes) -> None:
         text = str(exc)
         assert text and "\n" not in text and len(text) < 2000, text
         return
-    # What the receiver accepted travels on as protobuf: it must parse again.
+    # What the backend accepted is handled as protobuf: it must parse again.
     again = signal.decode(message.SerializeToString())
     assert again == message or again.SerializeToString() == message.SerializeToString()
 
@@ -82,9 +84,9 @@ def test_broken_otlp_json_of_real_requests_decodes_or_says_why(signal):
 
 
 @pytest.mark.parametrize("signal", SIGNALS, ids=lambda s: s.value)
-def test_what_the_collector_spills_as_otlp_json_decodes_to_the_same_request(signal):
-    # Requests the receiver takes (the binary parser accepts them), with ids of the proper
-    # length (the receivers refuse others)
+def test_what_the_codec_encodes_decodes_to_the_same_request(signal):
+    # Requests the binary protobuf parser accepts, with ids of the proper length (OTLP
+    # receivers refuse others)
     @FUZZ
     @given(message=requests(signal).filter(_ids_well_formed).filter(_parses(signal)))
     def one(message) -> None:

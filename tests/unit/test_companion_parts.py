@@ -12,7 +12,10 @@ import pytest
 from companion._http11 import HttpError, read_body
 from companion._lambda_api import InvokeEvent, LambdaApiError, ShutdownEvent, parse_event
 from companion._log import DEBUG, INFO, Logger
-from companion._main import collector_env, parse_name
+from companion._main import (
+    collector_env,
+    parse_name,
+)
 from companion._register import LambdaApiError as RegisterError
 from companion._register import (
     parse_response,
@@ -355,7 +358,9 @@ def test_the_collector_gets_the_chosen_endpoint_and_the_rest_of_the_environment(
 def test_the_collector_binary_is_found_beside_the_companion_in_the_layer_and_the_source_tree(
     tmp_path,
 ) -> None:
-    from companion._main import collector_binary
+    from companion._main import (
+        collector_binary,
+    )
 
     # Given a layer (afterflush/lib/common/companion) and a source tree (companion, bin/)
     layer_pkg = tmp_path / "opt" / "afterflush" / "lib" / "common" / "companion"

@@ -26,7 +26,9 @@ def test_defaults_when_nothing_is_set() -> None:
 
 
 def test_hold_false_runs_the_collector_without_flushcontrol() -> None:
-    from companion._main import collector_env
+    from companion._main import (
+        collector_env,
+    )
 
     settings, problems = load_settings({"AFTERFLUSH_HOLD": "false"})
     assert (settings.hold, problems) == (False, [])

@@ -1,5 +1,7 @@
-"""OTLP/JSON codec: hex ids wherever they occur, enum and integer forms, unknown fields, and
-clear errors for bad input."""
+"""The backend's OTLP/JSON codec (backend._otlpjson): it decodes the OTLP/HTTP JSON bodies the
+backend receives and the OTLP JSON lines the ledger reads from the collector's spill, and tests
+encode JSON bodies with it. Hex ids wherever they occur, enum and integer forms, unknown fields,
+and clear errors for bad input."""
 
 from __future__ import annotations
 
@@ -7,20 +9,19 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from collector import _otlpjson
-from collector._signals import Signal
+from backend import _otlpjson
+from backend._signals import Signal
+from tests.fixtures.otlp import count_items
 
 TRACE_ID_HEX = "5b8efff798038103d269b633813fc60c"
 SPAN_ID_HEX = "eee19b7ec3c1b174"
@@ -183,14 +184,6 @@ def test_encode_writes_exemplar_and_log_record_ids_as_hex() -> None:
     assert record["severityNumber"] == 13
 
 
-def test_encode_is_one_compact_line() -> None:
-    text = _otlpjson.encode(Signal.TRACES, _trace_request())
-
-    assert "\n" not in text
-    assert ": " not in text and ", " not in text
-    assert text.startswith('{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name"')
-
-
 def test_decode_reads_uppercase_hex_and_empty_ids() -> None:
     body = _spans_doc(
         {"traceId": TRACE_ID_HEX.upper(), "spanId": SPAN_ID_HEX.upper(), "parentSpanId": ""}
@@ -275,7 +268,7 @@ def test_decode_reads_exemplar_ids_in_every_metric_kind_with_snake_case() -> Non
         assert data_point.exemplars[0].trace_id.hex() == TRACE_ID_HEX
         assert data_point.exemplars[0].span_id.hex() == SPAN_ID_HEX
         assert data_point.exemplars[0].as_int == 5
-    assert Signal.METRICS.count_items(request) == 4
+    assert count_items(Signal.METRICS, request) == 4
 
 
 def test_decode_reads_log_record_ids() -> None:
@@ -522,53 +515,3 @@ def test_decode_refuses_absurd_json_nesting_without_crashing() -> None:
 
     assert str(caught.value) == "invalid JSON: nested too deeply"
 
-
-_ids = st.one_of(st.just(b""), st.binary(min_size=16, max_size=16))
-_span_ids = st.one_of(st.just(b""), st.binary(min_size=8, max_size=8))
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    trace_id=_ids,
-    span_id=_span_ids,
-    parent=_span_ids,
-    link_trace=_ids,
-    link_span=_span_ids,
-    name=st.text(max_size=30),
-    start=st.integers(min_value=0, max_value=2**64 - 1),
-    value=st.one_of(
-        st.builds(AnyValue, string_value=st.text(max_size=10)),
-        st.builds(AnyValue, int_value=st.integers(min_value=-(2**63), max_value=2**63 - 1)),
-        st.builds(AnyValue, double_value=st.floats(allow_nan=False)),
-        st.builds(AnyValue, bytes_value=st.binary(max_size=10)),
-    ),
-)
-def test_round_trip_holds_for_any_ids_names_and_values(
-    trace_id: bytes,
-    span_id: bytes,
-    parent: bytes,
-    link_trace: bytes,
-    link_span: bytes,
-    name: str,
-    start: int,
-    value: Any,
-) -> None:
-    request = ExportTraceServiceRequest()
-    span = (
-        request.resource_spans.add()
-        .scope_spans.add()
-        .spans.add(
-            trace_id=trace_id,
-            span_id=span_id,
-            parent_span_id=parent,
-            name=name,
-            start_time_unix_nano=start,
-        )
-    )
-    span.attributes.append(KeyValue(key="v", value=value))
-    span.links.add(trace_id=link_trace, span_id=link_span)
-
-    text = _otlpjson.encode(Signal.TRACES, request)
-
-    assert _otlpjson.decode(Signal.TRACES, text) == request
-    assert "\n" not in text

@@ -416,6 +416,10 @@ func renameLogging(m map[string]any) []string {
 		}
 		to := "debug" + strings.TrimPrefix(id, "logging")
 		if _, taken := exporters[to]; taken {
+			// A config with both: the logging one keeps its own ID under debug.
+			to = "debug/" + strings.ReplaceAll(id, "/", "_")
+		}
+		if _, taken := exporters[to]; taken {
 			continue
 		}
 		settings, _ := cfg.(map[string]any)

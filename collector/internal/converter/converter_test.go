@@ -287,3 +287,19 @@ service:
 		t.Errorf("warning %q", lines[0])
 	}
 }
+
+func TestALoggingExporterBesideADebugOneKeepsItsOwnID(t *testing.T) {
+	got, _ := convert(t, `
+exporters:
+  debug:
+  logging:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug, logging]
+`, nil)
+	if exps := list(get(got, "service", "pipelines", "traces", "exporters")); !equal(exps, []string{"debug", "debug/logging"}) {
+		t.Errorf("exporters = %v", exps)
+	}
+}
