@@ -8,8 +8,10 @@ layer told AFTERFLUSH_HOLD=false, so that the companion runs the collector witho
 
 from __future__ import annotations
 
+import collections
 import enum
 import importlib.metadata
+import random
 import re
 import shutil
 import socket
@@ -131,10 +133,36 @@ def without_extension(layer: Path, destination: Path) -> Path:
     return destination
 
 
+# Ports free_port handed out lately (in this process), not handed out again for a while.
+_RECENT_PORTS: collections.deque[int] = collections.deque(maxlen=256)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback TCP port for a server that binds it later (a collector's receivers),
+    taken below the kernel's ephemeral range: a port bind(0) handed out and we released could
+    be handed out again to another process's bind(0) (the companion's Telemetry API listener,
+    a client's source port) before the server binds it, and the server would not start."""
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(500):
+        port = rng.randrange(max(1024, low - 10000), low)
+        if port in _RECENT_PORTS:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _RECENT_PORTS.append(port)
+        return port
+    raise BenchError(f"no free loopback port in {max(1024, low - 10000)}-{low - 1}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def collector_config(*, grpc_port: int, http_port: int, backend_http: str) -> str:
