@@ -36,9 +36,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from backend import FaultSpec
 from backend._signals import Signal
+from bench._deploy import free_port
 from tests.fixtures.aws import AWS_ENV, FakeAws
 from tests.fixtures.backend import ThreadBackend
-from tests.fixtures.collector import BINARY, ROOT, CollectorProcess, basic_config, free_port
+from tests.fixtures.collector import BINARY, ROOT, CollectorProcess, basic_config
 from tests.fixtures.node import ASSETS as JS_ASSETS
 from tests.fixtures.node import install_js_sdk, node_version
 from tests.fixtures.otlp import (

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.collector import CollectorProcess, free_port
+from bench._deploy import free_port
+from tests.fixtures.collector import CollectorProcess
 from tests.fuzz.strategies import BODY_LIMIT
 
 CONFIG = """\
