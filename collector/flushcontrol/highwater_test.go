@@ -99,29 +99,3 @@ func TestNoOwnDrainBeforeTheCollectorIsReadyOrWithoutAHighWaterMark(t *testing.T
 		})
 	}
 }
-
-func TestADrainTheCompanionAsksForCutsTheCollectorsOwnDrainShortAndSendsEverything(t *testing.T) {
-	// Given an own drain (past the high-water mark) whose export has not answered
-	r := newRig(t)
-	next := newNext(t, blockUntilDone).withStarted()
-	tp := r.traces("", r.config(func(c *Config) {
-		c.MaxBufferSizeMiB, c.HighWaterMarkPercent, c.DefaultDrainTimeout = 1, 50, time.Hour
-	}), next)
-	r.hub.markReady()
-	ctx := context.Background()
-	must(t, tp.ConsumeTraces(ctx, paddedSpans("svc", "a", 300_000)))
-	must(t, tp.ConsumeTraces(ctx, paddedSpans("svc", "b", 300_000)))
-	<-next.started
-
-	// When the companion asks for a drain, and the backend answers from then on
-	next.setAnswer(succeed)
-	reply := r.hub.Asked(ctx, "invoke", "r-1", false)
-
-	// Then the own drain was cut (its export saw its context end) and the companion's drain
-	// sent everything, in order
-	r.hub.bg.Wait()
-	if reply.Traces.Exported != 2 || !reply.Complete {
-		t.Fatalf("reply: exported %d, complete %v", reply.Traces.Exported, reply.Complete)
-	}
-	equalStrings(t, "spans delivered", next.delivered(), prefixed("svc", "a", "b"))
-}

@@ -63,8 +63,6 @@ type Hub struct {
 
 	// drainSlot lets one drain run at a time: a pipeline's items leave in order.
 	drainSlot chan struct{}
-	// ownCancel cuts the collector's own drain short when the companion asks for one.
-	ownCancel context.CancelFunc
 	bgCtx     context.Context
 	bgStop    context.CancelFunc
 	bg        sync.WaitGroup
@@ -242,12 +240,8 @@ func (h *Hub) ownDrain(g *group) {
 		defer h.bg.Done()
 		ctx, cancel := context.WithTimeout(h.bgCtx, g.cfg.DefaultDrainTimeout)
 		defer cancel()
-		h.mu.Lock()
-		h.ownCancel = cancel
-		h.mu.Unlock()
 		reply := h.Drain(ctx, "high-water-mark", "", false)
 		h.mu.Lock()
-		h.ownCancel = nil
 		// The companion never sees this reply: its refusals go back for the next drain it asks for.
 		for reason, n := range reply.RejectedRequests {
 			h.rejectedSinceDrain[reason] += n
@@ -255,18 +249,6 @@ func (h *Hub) ownDrain(g *group) {
 		h.mu.Unlock()
 		h.logOwnDrain("high-water-mark", reply)
 	}()
-}
-
-// Asked is a drain the companion asked for. It goes first: a drain the collector started on
-// its own is cut short (what it was sending is sent again, within this drain), so that the
-// companion's hold on the freeze covers everything held.
-func (h *Hub) Asked(ctx context.Context, reason, requestID string, spill bool) *controlpb.DrainReply {
-	h.mu.Lock()
-	if h.ownCancel != nil {
-		h.ownCancel()
-	}
-	h.mu.Unlock()
-	return h.Drain(ctx, reason, requestID, spill)
 }
 
 func (h *Hub) spoolDisabled() string {

@@ -31,7 +31,7 @@ func (s *controlService) Drain(ctx context.Context, req *controlpb.DrainRequest)
 	if reason == "" {
 		reason = "manual"
 	}
-	return s.hub.Asked(ctx, reason, req.GetRequestId(), req.GetSpillRemaining()), nil
+	return s.hub.Drain(ctx, reason, req.GetRequestId(), req.GetSpillRemaining()), nil
 }
 
 func (s *controlService) Status(context.Context, *controlpb.StatusRequest) (*controlpb.StatusReply, error) {
