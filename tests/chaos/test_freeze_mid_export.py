@@ -1,10 +1,8 @@
-"""Scenario 4: the environment freezes in the middle of an export. The collector starts an export
-on its own during the handler (buffer above the high-water mark) against a slow backend; the
-companion's drain after the response cuts it short and is itself cut by its 100 ms deadline, so
-the backend is still working on requests whose answers nobody waits for when the emulator
-freezes the environment (as soon as the last extension calls next). After the thaw, pooled
-connections the backend closed meanwhile fail their first request. Nothing is lost; a response
-lost in flight shows up as a counted duplicate."""
+"""Scenario 4: the environment freezes in the middle of an export. The emulator freezes as soon
+as the last extension calls next; an export the collector started on its own (buffer above the
+high-water mark) against a slow backend is still in flight then, and the next invocation thaws
+it. After the thaw, pooled connections the backend closed meanwhile fail their first request.
+Nothing is lost; a response lost in flight shows up as a counted duplicate."""
 
 from __future__ import annotations
 
@@ -29,12 +27,9 @@ def test_freeze_in_the_middle_of_an_export_loses_nothing(invocations, guarantees
         dep.backend.set_latency(400)
         results = [dep.invoke(HEAVY) for _ in range(invocations)]
         fault_records = dep.wait_records()
-        # Then the collector's own export was in flight when the companion's drain cut it
-        # short, the companion's drains ran out of time with requests at the backend, and every
-        # invocation ended normally
-        own = dep.collector_lines("drain (high-water-mark)")
-        assert any("no answer within" in line for line in own), own
-        assert dep.companion_lines("drain (invoke) incomplete")
+        # Then the companion did call next while that export was running (and the
+        # environment was frozen with it in flight), and every invocation ended normally
+        assert dep.companion_lines("another drain was still running at the deadline")
         assert [r.status for r in results] == [200] * invocations
         assert {r["status"] for r in fault_records} == {"success"}
         # When, after each thaw, the backend has closed the pooled connections (the first
