@@ -74,10 +74,18 @@ chaos: venv collector
 	AFTERFLUSH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) AFTERFLUSH_FUZZ_RANDOM=1 \
 		$(PY) -m pytest -q -rxX tests/fuzz $(CHAOS_ARGS)
 
-# Regenerates the companion's committed control-service code (companion/proto) from
-# collector/proto/control.proto.
+# Regenerates the committed control-service code from collector/proto/control.proto: the
+# companion's (companion/proto) and the collector's (collector/internal/controlpb), the Go
+# plugins pinned and installed into bin/.
+CONTROLPB := github.com/afterflush/afterflush/collector/internal/controlpb
 proto: venv
 	$(PY) -m companion.proto.generate
+	cd collector && GOBIN=$(CURDIR)/bin $(GO_ENV) go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.10
+	cd collector && GOBIN=$(CURDIR)/bin $(GO_ENV) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+	PATH=$(CURDIR)/bin:$$PATH $(PY) -m grpc_tools.protoc -Icollector/proto \
+		--go_out=collector/internal/controlpb --go_opt=paths=source_relative --go_opt=Mcontrol.proto=$(CONTROLPB) \
+		--go-grpc_out=collector/internal/controlpb --go-grpc_opt=paths=source_relative --go-grpc_opt=Mcontrol.proto=$(CONTROLPB) \
+		control.proto
 
 clean:
 	rm -rf $(VENV) bin dist .pytest_cache .mypy_cache .ruff_cache
