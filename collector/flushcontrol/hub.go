@@ -3,6 +3,7 @@
 package flushcontrol
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -457,11 +458,8 @@ func (h *Hub) pop(p *pipe, count int, size int64, seqs []uint64) {
 
 // spillPipe writes what p still holds to w; what the deadline leaves no time for is dropped
 // as shutdown_deadline, never left unsaid.
-func (h *Hub) spillPipe(w interface {
-	Write([]byte) (int, error)
-}, p *pipe, deadline time.Time) counts {
+func (h *Hub) spillPipe(bw *bufio.Writer, p *pipe, deadline time.Time) counts {
 	var c counts
-	bw := spillWriter(w)
 	for {
 		// Held requests are spilled together up to maxSpillChunk (concatenated, they are one
 		// request): fewer, fuller lines; spillTo splits what is still larger.
@@ -493,6 +491,8 @@ func (h *Hub) spillPipe(w interface {
 		}
 		h.pop(p, count, int64(len(data)), seqs)
 	}
+	// Each pipeline's lines reach stdout before the next pipeline spills (the drain flushes
+	// the last, and says so in its reply if that fails).
 	if err := bw.Flush(); err != nil {
 		h.log().Warn(fmt.Sprintf("cannot write spilled %s: %v", p.sig, err))
 	}
