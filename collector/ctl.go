@@ -19,14 +19,14 @@ import (
 
 // newCtlCommand asks a running collector's FlushControl service and prints the reply as JSON.
 func newCtlCommand() *cobra.Command {
-	var endpoint, requestID, reason string
-	var timeout time.Duration
-	var spill bool
+	var endpoint, requestID, reason, source string
+	var timeout, handoverTimeout time.Duration
+	var spill, awaitHandover bool
 	cmd := &cobra.Command{
-		Use:       "ctl status|drain",
-		Short:     "Asks a running collector for its Status, or to Drain, and prints the reply as JSON",
+		Use:       "ctl status|drain|handover",
+		Short:     "Asks a running collector for its Status, to Drain, or marks a Handover, and prints the reply as JSON",
 		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
-		ValidArgs: []string{"status", "drain"},
+		ValidArgs: []string{"status", "drain", "handover"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if endpoint == "" {
 				endpoint = os.Getenv(flushcontrol.EnvControlEndpoint)
@@ -50,10 +50,16 @@ func newCtlCommand() *cobra.Command {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			var reply proto.Message
-			if args[0] == "status" {
+			switch args[0] {
+			case "status":
 				reply, err = client.Status(ctx, &controlpb.StatusRequest{}, grpc.WaitForReady(true))
-			} else {
-				reply, err = client.Drain(ctx, &controlpb.DrainRequest{RequestId: requestID, Reason: reason, SpillRemaining: spill}, grpc.WaitForReady(true))
+			case "handover":
+				reply, err = client.Handover(ctx, &controlpb.HandoverRequest{RequestId: requestID, Source: source}, grpc.WaitForReady(true))
+			default:
+				reply, err = client.Drain(ctx, &controlpb.DrainRequest{
+					RequestId: requestID, Reason: reason, SpillRemaining: spill,
+					AwaitHandover: awaitHandover, HandoverTimeoutMs: uint32(handoverTimeout.Milliseconds()),
+				}, grpc.WaitForReady(true))
 			}
 			if err != nil {
 				return fmt.Errorf("%s at %s: %w", args[0], endpoint, err)
@@ -68,7 +74,10 @@ func newCtlCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&endpoint, "endpoint", "", "control endpoint, unix:///path (default $"+flushcontrol.EnvControlEndpoint+" or "+flushcontrol.DefaultControlEndpoint+")")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "deadline of the call (a drain exports within it)")
-	cmd.Flags().StringVar(&requestID, "request-id", "", "drain: the Lambda request id it follows")
+	cmd.Flags().StringVar(&requestID, "request-id", "", "drain: the Lambda request id it follows; handover: the one whose hand-over is complete")
+	cmd.Flags().BoolVar(&awaitHandover, "await-handover", false, "drain: wait for the hand-over mark of --request-id first")
+	cmd.Flags().DurationVar(&handoverTimeout, "handover-timeout", 0, "drain: longest wait for the mark (default: the --timeout)")
+	cmd.Flags().StringVar(&source, "source", flushcontrol.SourceFunction, "handover: who marks it, function or runtime")
 	cmd.Flags().StringVar(&reason, "reason", "manual", "drain: why")
 	cmd.Flags().BoolVar(&spill, "spill", false, "drain: write what is left to standard output as OTLP JSON lines")
 	return cmd

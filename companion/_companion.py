@@ -1,5 +1,6 @@
 """The extension's life: register, start the collector and the Telemetry listener, then per
-INVOKE drain before asking for the next event, and at SHUTDOWN drain, stop and exit.
+INVOKE drain (once the function side has handed its telemetry over, or its runtime is done)
+before asking for the next event, and at SHUTDOWN drain, stop and exit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from companion._lambda_api import (
 from companion._log import Logger
 from companion._register import EVENTS, REGISTER_TIMEOUT, Registration
 from companion._report import DrainReporter, describe_reply
-from companion._settings import STRICT_INIT_ENV, Settings
+from companion._settings import HANDOVER_TIMEOUT_ENV, STRICT_INIT_ENV, Settings
 from companion._supervisor import CollectorSupervisor, StartOutcome, describe_exit
 from companion._telemetry import RuntimeDoneTracker, TelemetryListener
 from companion.errors import LambdaApiError
@@ -32,6 +33,11 @@ MIN_DRAIN_BUDGET = 0.01
 DRAIN_SLACK = 0.02
 # Part of what is left at SHUTDOWN kept for stopping the collector, at most STOP_RESERVE.
 STOP_RESERVE = 0.3
+# Telling the collector that a runtime finished without a hand-over mark.
+RELEASE_TIMEOUT = 0.5
+# runtimeDone statuses after which no hand-over follows: the runtime did not post (it crashed
+# or was stopped at the deadline), so the layer's hook never ran.
+NO_HANDOVER_STATUSES = frozenset({"failure", "timeout"})
 NEXT_RETRIES = 10
 NEXT_RETRY_DELAY = 0.05
 CONFIG_INVALID_ERROR = "Extension.ConfigInvalid"
@@ -39,7 +45,9 @@ UNRECOVERABLE_ERROR = "Extension.Unrecoverable"
 
 
 class Mode(enum.Enum):
-    # Drain after the invocation's platform.runtimeDone, before the next event/next.
+    # Drain once the invocation's hand-over is complete (the function side's mark, else its
+    # platform.runtimeDone; only the latter with AFTERFLUSH_HANDOVER_TIMEOUT=0), before the
+    # next event/next.
     RUNTIME_DONE = "after runtimeDone"
     # No Telemetry API events: drain at the start of each INVOKE and at SHUTDOWN.
     NEXT_INVOKE = "at the start of each INVOKE and at SHUTDOWN"
@@ -80,6 +88,9 @@ class Companion:
         self._registered_at = registered_at
         self.mode = Mode.NEXT_INVOKE
         self.invocations = 0
+        # Whether a hand-over mark follows each invocation: the function runs under the
+        # layer's wrapper, or has marked one already.
+        self._expect_marks = settings.function_marks
 
     async def run(self) -> int:
         if self._registration is not None:
@@ -130,9 +141,14 @@ class Companion:
         )
         self._log.info(
             f"ready in {_ms(now - self._started)} (registered {_ms(registered - self._started)}, "
-            f"{collector}); draining {self.mode.value}"
+            f"{collector}); draining {self._when()}"
         )
         return await self._event_loop()
+
+    def _when(self) -> str:
+        if self.mode is Mode.RUNTIME_DONE and self._settings.handover_timeout != 0:
+            return "after each invocation's hand-over (or its runtimeDone)"
+        return self.mode.value
 
     async def _subscribe(self) -> Mode:
         fallback = f"draining {Mode.NEXT_INVOKE.value}"
@@ -196,24 +212,93 @@ class Companion:
             return
         if self.mode is Mode.NEXT_INVOKE:
             await self._drain("next-invoke", event.request_id, until)
-            return
-        status = await self._tracker.wait(event.request_id, until - self._wall())
-        if status is None:
-            self.mode = Mode.NEXT_INVOKE
-            self._log.warning(
-                f"no platform.runtimeDone for {event.request_id} before its deadline; "
-                f"draining {self.mode.value} from now on"
-            )
-        await self._drain("invoke", event.request_id, until)
+        elif self._settings.handover_timeout == 0:
+            await self._after_runtime_done(event.request_id, until)
+        else:
+            await self._after_handover(event.request_id, until)
+
+    async def _after_handover(self, request_id: str, until: float) -> None:
+        """Drains as soon as the invocation's hand-over is complete: the collector waits for
+        the function side's mark. runtimeDone ends the wait where no mark is coming (a
+        function not under the layer's wrapper, a runtime that failed or timed out), else
+        AFTERFLUSH_HANDOVER_TIMEOUT after it (the SDK flushes after the response, so on a
+        small function the mark comes well after runtimeDone)."""
+        drain = asyncio.create_task(
+            self._drain("invoke", request_id, until, await_handover=True)
+        )
+        done = asyncio.create_task(self._tracker.wait(request_id, until - self._wall()))
+        try:
+            await asyncio.wait({drain, done}, return_when=asyncio.FIRST_COMPLETED)
+            if not drain.done():
+                status = done.result()
+                if status is None:
+                    # The drain's wait ends at the same deadline: there is nothing to release.
+                    self._no_runtime_done(request_id)
+                elif await self._mark_missing(drain, status) and not await self._release(
+                    request_id
+                ):
+                    # A wait nobody can end would hold the environment until the deadline.
+                    drain.cancel()
+                    await asyncio.gather(drain, return_exceptions=True)
+                    await self._drain("invoke", request_id, until)
+                    return
+            reply = await drain
+            if reply is not None and reply.handover == "function":
+                self._expect_marks = True
+        finally:
+            for task in (drain, done):
+                task.cancel()
+
+    async def _mark_missing(self, drain: asyncio.Task[Any], status: str) -> bool:
+        """After runtimeDone (`status`): whether the drain still waits for a mark that will
+        not come, waiting up to the hand-over timeout for one that should."""
+        if not self._expect_marks or status in NO_HANDOVER_STATUSES:
+            return True
+        waited = await asyncio.wait({drain}, timeout=self._settings.handover_timeout)
+        if waited[0]:
+            return False
+        self._reporter.noticed(
+            "invoke", f"no hand-over mark within {_ms(self._settings.handover_timeout)} of "
+            f"runtimeDone ({HANDOVER_TIMEOUT_ENV}); draining without it"
+        )
+        return True
+
+    async def _release(self, request_id: str) -> bool:
+        """Marks the hand-over of `request_id` as over (its runtime is done); False when the
+        collector could not be told."""
+        control = self._supervisor.control
+        if control is None:
+            return False
+        try:
+            await control.handover(request_id, source="runtime", timeout=RELEASE_TIMEOUT)
+        except Exception as exc:
+            self._reporter.failed("invoke", f"cannot end the wait for the hand-over: {exc}")
+            return False
+        return True
+
+    async def _after_runtime_done(self, request_id: str, until: float) -> None:
+        if await self._tracker.wait(request_id, until - self._wall()) is None:
+            self._no_runtime_done(request_id)
+        await self._drain("invoke", request_id, until)
+
+    def _no_runtime_done(self, request_id: str) -> None:
+        self.mode = Mode.NEXT_INVOKE
+        self._log.warning(
+            f"no platform.runtimeDone for {request_id} before its deadline; "
+            f"draining {self.mode.value} from now on"
+        )
 
     async def _drain(
-        self, reason: str, request_id: str, until: float, *, shutdown: bool = False
+        self, reason: str, request_id: str, until: float, *, shutdown: bool = False,
+        await_handover: bool = False,
     ) -> Any:
         """Drains until `until` (wall clock), capped by the drain timeout except at SHUTDOWN;
-        returns the DrainReply or None. Never raises."""
+        with `await_handover`, once the hand-over of `request_id` is complete (the wait may
+        last until `until`, the exports the drain timeout after it). Returns the DrainReply
+        or None. Never raises."""
         control = self._supervisor.control
         budget = until - self._wall()
-        if not shutdown:
+        if not shutdown and not await_handover:
             budget = min(budget, self._settings.drain_timeout)
         if control is None or budget < MIN_DRAIN_BUDGET:
             self._log.debug(f"drain ({reason}) skipped: budget {budget * 1000:.0f} ms")
@@ -222,7 +307,9 @@ class Companion:
             async with asyncio.timeout(budget + DRAIN_SLACK):
                 reply = await control.drain(
                     timeout=budget, request_id=request_id, reason=reason,
-                    spill_remaining=shutdown,
+                    spill_remaining=shutdown, await_handover=await_handover,
+                    handover_timeout=self._settings.handover_timeout or 0.0,
+                    max_drain=self._settings.drain_timeout if await_handover else 0.0,
                 )
         except TimeoutError:
             self._reporter.failed(reason, f"no answer within {budget * 1000:.0f} ms")

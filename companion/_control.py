@@ -64,16 +64,29 @@ class ControlClient:
 
     async def drain(
         self, *, timeout: float, request_id: str = "", reason: str = "manual",
-        spill_remaining: bool = False,
+        spill_remaining: bool = False, await_handover: bool = False,
+        handover_timeout: float = 0.0, max_drain: float = 0.0,
     ) -> Any:
         """Returns a control_pb2.DrainReply; raises ControlError. `timeout` (seconds) becomes
-        the gRPC deadline, which the collector honours."""
+        the gRPC deadline, which the collector honours. With `await_handover` the collector
+        first waits for the hand-over mark of `request_id` (at most `handover_timeout` when
+        set), then exports for at most `max_drain` (when set)."""
         from companion.proto import control_pb2
 
         request = control_pb2.DrainRequest(
-            request_id=request_id, reason=reason, spill_remaining=spill_remaining
+            request_id=request_id, reason=reason, spill_remaining=spill_remaining,
+            await_handover=await_handover,
+            handover_timeout_ms=_ms(handover_timeout), max_drain_ms=_ms(max_drain),
         )
         return await self._call("Drain", request, timeout)
+
+    async def handover(self, request_id: str, *, source: str, timeout: float) -> Any:
+        """Marks the end of `request_id`'s hand-over (source "runtime": the runtime finished
+        without the function side's mark); returns a control_pb2.HandoverReply."""
+        from companion.proto import control_pb2
+
+        request = control_pb2.HandoverRequest(request_id=request_id, source=source)
+        return await self._call("Handover", request, timeout)
 
     async def _call(self, method: str, request: Any, timeout: float) -> Any:
         import grpc
@@ -97,3 +110,10 @@ class ControlClient:
         if self._channel is not None:
             channel, self._channel, self._stub = self._channel, None, None
             await channel.close()
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds for a uint32 field, at least 1 for any positive time."""
+    if seconds <= 0:
+        return 0
+    return min(max(round(seconds * 1000), 1), 2**32 - 1)

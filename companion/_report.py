@@ -105,6 +105,11 @@ class DrainReporter:
     def drained(self, reason: str, reply: Any) -> None:
         self.totals.add(reply)
         took = f"{int(reply.duration_us) / 1000:.0f} ms"
+        # A collector built before the field existed answers without it.
+        handover = getattr(reply, "handover", "")
+        if handover:
+            waited = int(reply.handover_wait_us) / 1000
+            took += f" after a {waited:.0f} ms wait for the hand-over ({handover})"
         dropped = sum(_dropped(getattr(reply, attr)) for attr, _ in SIGNALS)
         refused = bool(_rejected(reply))
         if reply.complete and not dropped and not reply.last_error and not refused:
@@ -123,8 +128,13 @@ class DrainReporter:
         self.totals.failed += 1
         self._problem(f"failed|{_shape(error)}", f"drain ({reason}) failed: {error}")
 
-    def _problem(self, key: str, line: str) -> None:
-        self._troubled += 1
+    def noticed(self, reason: str, problem: str) -> None:
+        """A problem around a drain that did not fail it (folded like the others)."""
+        self._problem(f"noticed|{_shape(problem)}", f"drain ({reason}): {problem}", drain=False)
+
+    def _problem(self, key: str, line: str, *, drain: bool = True) -> None:
+        # Only drain problems make the next clean drain say "complete again".
+        self._troubled += drain
         now = self._clock()
         if key != self._key or now - self._last_line >= self._repeat_interval:
             if self._folded:

@@ -20,11 +20,16 @@ LOG_LEVEL_ENV = "AFTERFLUSH_LOG_LEVEL"
 EXTENSION_NAME_ENV = "AFTERFLUSH_EXTENSION_NAME"
 TELEMETRY_PORT_ENV = "AFTERFLUSH_TELEMETRY_PORT"
 HOLD_ENV = "AFTERFLUSH_HOLD"
+HANDOVER_TIMEOUT_ENV = "AFTERFLUSH_HANDOVER_TIMEOUT"
 # AFTERFLUSH_CONTROL_ENDPOINT is CONTROL_ENDPOINT_ENV, shared with the collector.
 
 # Set by Lambda, read here so that the rest of the companion never touches os.environ.
 RUNTIME_API_ENV = "AWS_LAMBDA_RUNTIME_API"
 LOG_FORMAT_ENV = "AWS_LAMBDA_LOG_FORMAT"
+EXEC_WRAPPER_ENV = "AWS_LAMBDA_EXEC_WRAPPER"
+# The layer's wrapper scripts (the ADOT layers' names): a function under one hands over its
+# telemetry after each response and marks the end of it.
+LAYER_WRAPPERS = ("otel-instrument", "otel-handler")
 
 LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _LEVEL_ALIASES = {"warn": "warning"}
@@ -54,6 +59,13 @@ class Settings:
     # false: the collector runs without flushcontrol and exports before it answers the SDK,
     # as the ADOT collector does (the synchronous baseline the benchmark compares against).
     hold: bool = True
+    # Longest a drain waits for the function side's hand-over mark once the invocation's
+    # runtimeDone has come (the SDK's flush runs after the response, so the mark usually comes
+    # later than runtimeDone on a small function); 0: no wait, drain at runtimeDone.
+    handover_timeout: float = 1.0
+    # The function runs under the layer's otel-instrument (AWS_LAMBDA_EXEC_WRAPPER): it marks
+    # the end of each hand-over, so runtimeDone alone does not end the wait for it.
+    function_marks: bool = False
 
     @property
     def log_level_number(self) -> int:
@@ -165,6 +177,15 @@ def load_settings(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
             port = defaults.telemetry_port
             problems.append(f'{TELEMETRY_PORT_ENV}: "{raw}" is not a port (0-65535); using 0')
 
+    handover_timeout = defaults.handover_timeout
+    if (raw := value(HANDOVER_TIMEOUT_ENV)) is not None:
+        try:
+            handover_timeout = parse_duration(raw)
+        except ValueError as exc:
+            problems.append(f"{HANDOVER_TIMEOUT_ENV}: {exc}; using "
+                            f"{format_duration(handover_timeout)}")
+    wrapper = env.get(EXEC_WRAPPER_ENV, "").strip()
+
     settings = Settings(
         drain_timeout=duration(DRAIN_TIMEOUT_ENV, defaults.drain_timeout, allow_zero=False),
         deadline_margin=duration(DEADLINE_MARGIN_ENV, defaults.deadline_margin, allow_zero=True),
@@ -177,5 +198,7 @@ def load_settings(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         json_logs=(env.get(LOG_FORMAT_ENV, "").strip().upper() == "JSON"),
         runtime_api=env.get(RUNTIME_API_ENV, "").strip(),
         hold=hold,
+        handover_timeout=handover_timeout,
+        function_marks=wrapper.rsplit("/", 1)[-1] in LAYER_WRAPPERS,
     )
     return settings, problems

@@ -70,6 +70,24 @@ type Hub struct {
 	stopOnce  sync.Once
 	endOnce   sync.Once
 	server    *controlServer
+	handover  *handoverServer
+	marks     *marks
+	// stopping closes when the hub stops: drains waiting for a mark give up.
+	stopping chan struct{}
+}
+
+// DrainOptions say what a drain does besides exporting what is held.
+type DrainOptions struct {
+	Reason    string
+	RequestID string
+	// Spill writes what is still held afterwards to standard output as OTLP JSON lines.
+	Spill bool
+	// AwaitHandover waits for RequestID's hand-over mark before taking what to export, at most
+	// HandoverTimeout when set (else until the deadline).
+	AwaitHandover   bool
+	HandoverTimeout time.Duration
+	// MaxDrain bounds the exports once the wait has ended, when set.
+	MaxDrain time.Duration
 }
 
 // group is the buffer bound shared by the pipelines of one processor ID.
@@ -129,6 +147,7 @@ func NewHub(startedAt time.Time, stdout io.Writer, getenv func(string) string) *
 		groups: map[component.ID]*group{}, pipes: map[string]*pipe{},
 		rejected: map[string]uint64{}, rejectedSinceDrain: map[string]uint64{},
 		drainSlot: make(chan struct{}, 1), bgCtx: ctx, bgStop: cancel,
+		marks: newMarks(), stopping: make(chan struct{}),
 	}
 	h.logger.Store(zap.NewNop())
 	return h
@@ -272,10 +291,55 @@ func spillReserve(left time.Duration, heldBytes int64) time.Duration {
 	return min(max(need, 10*time.Millisecond), left/2)
 }
 
+// Handover marks the end of requestID's hand-over (source "function" or "runtime") and wakes
+// the drains waiting for it; false when it was marked already.
+func (h *Hub) Handover(requestID, source string) bool {
+	return h.marks.mark(requestID, source)
+}
+
 // Drain exports everything held when it is called, each pipeline in order, within ctx's
 // deadline (or the default drain timeout); with spill, what is still held afterwards is
 // written to standard output as OTLP JSON lines. It never fails: problems are in the reply.
 func (h *Hub) Drain(ctx context.Context, reason, requestID string, spill bool) *controlpb.DrainReply {
+	return h.DrainWith(ctx, DrainOptions{Reason: reason, RequestID: requestID, Spill: spill})
+}
+
+// DrainWith is Drain with options: with AwaitHandover it first waits for the mark (without
+// holding the drain slot, so that other drains go on meanwhile) and then exports everything
+// accepted before the wait ended.
+func (h *Hub) DrainWith(ctx context.Context, o DrainOptions) *controlpb.DrainReply {
+	reason, requestID, spill := o.Reason, o.RequestID, o.Spill
+	handover, waited := "", time.Duration(0)
+	if o.AwaitHandover && requestID != "" {
+		handover, waited = h.awaitMark(ctx, requestID, o.HandoverTimeout)
+		if o.MaxDrain > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, o.MaxDrain)
+			defer cancel()
+		}
+	}
+	reply := h.drain(ctx, reason, requestID, spill)
+	reply.Handover, reply.HandoverWaitUs = handover, uint64(waited.Microseconds())
+	if handover != "" {
+		h.log().Debug(fmt.Sprintf("drain (%s) %s: the hand-over ended by %s after %.1f ms",
+			reason, requestID, handover, float64(waited.Microseconds())/1000))
+	}
+	return reply
+}
+
+func (h *Hub) awaitMark(ctx context.Context, requestID string, limit time.Duration) (string, time.Duration) {
+	began := time.Now()
+	waitCtx := ctx
+	if limit > 0 {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithTimeout(ctx, limit)
+		defer cancel()
+	}
+	source := h.marks.wait(waitCtx, h.stopping, requestID)
+	return source, time.Since(began)
+}
+
+func (h *Hub) drain(ctx context.Context, reason, requestID string, spill bool) *controlpb.DrainReply {
 	began := time.Now()
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -598,11 +662,22 @@ func (h *Hub) start(logger *zap.Logger) error {
 			h.log().Warn(fmt.Sprintf("%v; continuing without a spool", err))
 		}
 	}
+	markSocket, err := handoverSocket(h.getenv, socket)
+	if err != nil {
+		return err
+	}
 	server, err := serveControl(socket, h)
 	if err != nil {
 		return err
 	}
 	h.server = server
+	handover, err := serveHandover(markSocket, h)
+	if err != nil {
+		server.stop()
+		h.server = nil
+		return err
+	}
+	h.handover = handover
 	return nil
 }
 
@@ -698,8 +773,12 @@ func (h *Hub) shutdownDrain(ctx context.Context) {
 // stop ends the control server and closes the spool (emptied when nothing is held).
 func (h *Hub) stop() {
 	h.endOnce.Do(func() {
+		close(h.stopping)
 		h.bgStop()
 		h.bg.Wait()
+		if h.handover != nil {
+			h.handover.stop()
+		}
 		if h.server != nil {
 			h.server.stop()
 		}

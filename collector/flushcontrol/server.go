@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/afterflush/afterflush/collector/internal/controlpb"
 )
@@ -31,7 +32,19 @@ func (s *controlService) Drain(ctx context.Context, req *controlpb.DrainRequest)
 	if reason == "" {
 		reason = "manual"
 	}
-	return s.hub.Drain(ctx, reason, req.GetRequestId(), req.GetSpillRemaining()), nil
+	return s.hub.DrainWith(ctx, DrainOptions{
+		Reason: reason, RequestID: req.GetRequestId(), Spill: req.GetSpillRemaining(),
+		AwaitHandover:   req.GetAwaitHandover(),
+		HandoverTimeout: time.Duration(req.GetHandoverTimeoutMs()) * time.Millisecond,
+		MaxDrain:        time.Duration(req.GetMaxDrainMs()) * time.Millisecond,
+	}), nil
+}
+
+func (s *controlService) Handover(_ context.Context, req *controlpb.HandoverRequest) (*controlpb.HandoverReply, error) {
+	if req.GetRequestId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "request_id is empty")
+	}
+	return &controlpb.HandoverReply{First: s.hub.Handover(req.GetRequestId(), req.GetSource())}, nil
 }
 
 func (s *controlService) Status(context.Context, *controlpb.StatusRequest) (*controlpb.StatusReply, error) {
@@ -39,20 +52,9 @@ func (s *controlService) Status(context.Context, *controlpb.StatusRequest) (*con
 }
 
 func serveControl(socket string, h *Hub) (*controlServer, error) {
-	dir := filepath.Dir(socket)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("cannot create the control socket's directory: %w", err)
-	}
-	if err := replaceStale(socket); err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("unix", socket)
+	ln, err := listenUnix(socket, "control")
 	if err != nil {
-		return nil, fmt.Errorf("cannot listen on the control socket %s: %w", socket, err)
-	}
-	if err := os.Chmod(socket, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("cannot restrict the control socket: %w", err)
+		return nil, err
 	}
 	s := &controlServer{grpc: grpc.NewServer(), socket: socket, done: make(chan struct{})}
 	controlpb.RegisterFlushControlServer(s.grpc, &controlService{hub: h})
@@ -74,11 +76,11 @@ func replaceStale(socket string) error {
 		return err
 	}
 	if info.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("control endpoint %s exists and is not a socket", socket)
+		return fmt.Errorf("%s exists and is not a socket", socket)
 	}
 	if conn, err := net.DialTimeout("unix", socket, 200*time.Millisecond); err == nil {
 		conn.Close()
-		return fmt.Errorf("control endpoint %s is served by another collector", socket)
+		return fmt.Errorf("%s is served by another collector", socket)
 	}
 	return os.Remove(socket)
 }

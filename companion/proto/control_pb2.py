@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ollector/proto/control.proto\x12\x15\x61\x66terflush.control.v1\"Q\n\x0c\x44rainRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0fspill_remaining\x18\x03 \x01(\x08J\x04\x08\x04\x10\x10\"\xce\x01\n\x0cSignalCounts\x12\x10\n\x08\x65xported\x18\x01 \x01(\x04\x12\x41\n\x07\x64ropped\x18\x02 \x03(\x0b\x32\x30.afterflush.control.v1.SignalCounts.DroppedEntry\x12\x10\n\x08\x62uffered\x18\x03 \x01(\x04\x12\x16\n\x0e\x62uffered_bytes\x18\x04 \x01(\x04\x12\x0f\n\x07spilled\x18\x05 \x01(\x04\x1a.\n\x0c\x44roppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xf2\x02\n\nDrainReply\x12\x33\n\x06traces\x18\x01 \x01(\x0b\x32#.afterflush.control.v1.SignalCounts\x12\x34\n\x07metrics\x18\x02 \x01(\x0b\x32#.afterflush.control.v1.SignalCounts\x12\x31\n\x04logs\x18\x03 \x01(\x0b\x32#.afterflush.control.v1.SignalCounts\x12\x13\n\x0b\x64uration_us\x18\x04 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x05 \x01(\x08\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12R\n\x11rejected_requests\x18\x07 \x03(\x0b\x32\x37.afterflush.control.v1.DrainReply.RejectedRequestsEntry\x1a\x37\n\x15RejectedRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x0f\n\rStatusRequest\"\xcd\x03\n\x0bStatusReply\x12\x33\n\x06traces\x18\x01 \x01(\x0b\x32#.afterflush.control.v1.SignalCounts\x12\x34\n\x07metrics\x18\x02 \x01(\x0b\x32#.afterflush.control.v1.SignalCounts\x12\x31\n\x04logs\x18\x03 \x01(\x0b\x32#.afterflush.control.v1.SignalCounts\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x19\n\x11last_export_error\x18\x05 \x01(\t\x12\x11\n\tuptime_ms\x18\x06 \x01(\x04\x12\x17\n\x0f\x61\x63\x63\x65pted_traces\x18\x07 \x01(\x04\x12\x18\n\x10\x61\x63\x63\x65pted_metrics\x18\x08 \x01(\x04\x12\x15\n\raccepted_logs\x18\t \x01(\x04\x12\x0b\n\x03pid\x18\n \x01(\r\x12S\n\x11rejected_requests\x18\x0b \x03(\x0b\x32\x38.afterflush.control.v1.StatusReply.RejectedRequestsEntry\x1a\x37\n\x15RejectedRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x32\xb3\x01\n\x0c\x46lushControl\x12O\n\x05\x44rain\x12#.afterflush.control.v1.DrainRequest\x1a!.afterflush.control.v1.DrainReply\x12R\n\x06Status\x12$.afterflush.control.v1.StatusRequest\x1a\".afterflush.control.v1.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ollector/proto/control.proto\x12\x15\x61\x66terflush.control.v1\"5\n\x0fHandoverRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"\x1e\n\rHandoverReply\x12\r\n\x05\x66irst\x18\x01 \x01(\x08\"\x9c\x01\n\x0c\x44rainRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0fspill_remaining\x18\x03 \x01(\x08\x12\x16\n\x0e\x61wait_handover\x18\x04 \x01(\x08\x12\x1b\n\x13handover_timeout_ms\x18\x05 \x01(\r\x12\x14\n\x0cmax_drain_ms\x18\x06 \x01(\rJ\x04\x08\x07\x10\x10\"\xce\x01\n\x0cSignalCounts\x12\x10\n\x08\x65xported\x18\x01 \x01(\x04\x12\x41\n\x07\x64ropped\x18\x02 \x03(\x0b\x32\x30.afterflush.control.v1.SignalCounts.DroppedEntry\x12\x10\n\x08\x62uffered\x18\x03 \x01(\x04\x12\x16\n\x0e\x62uffered_bytes\x18\x04 \x01(\x04\x12\x0f\n\x07spilled\x18\x05 \x01(\x04\x1a.\n\x0c\x44roppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x9e\x03\n\nDrainReply\x12\x33\n\x06traces\x18\x01 \x01(\x0b\x32#.afterflush.control.v1.SignalCounts\x12\x34\n\x07metrics\x18\x02 \x01(\x0b\x32#.afterflush.control.v1.SignalCounts\x12\x31\n\x04logs\x18\x03 \x01(\x0b\x32#.afterflush.control.v1.SignalCounts\x12\x13\n\x0b\x64uration_us\x18\x04 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x05 \x01(\x08\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12R\n\x11rejected_requests\x18\x07 \x03(\x0b\x32\x37.afterflush.control.v1.DrainReply.RejectedRequestsEntry\x12\x10\n\x08handover\x18\x08 \x01(\t\x12\x18\n\x10handover_wait_us\x18\t \x01(\x04\x1a\x37\n\x15RejectedRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x0f\n\rStatusRequest\"\xcd\x03\n\x0bStatusReply\x12\x33\n\x06traces\x18\x01 \x01(\x0b\x32#.afterflush.control.v1.SignalCounts\x12\x34\n\x07metrics\x18\x02 \x01(\x0b\x32#.afterflush.control.v1.SignalCounts\x12\x31\n\x04logs\x18\x03 \x01(\x0b\x32#.afterflush.control.v1.SignalCounts\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x19\n\x11last_export_error\x18\x05 \x01(\t\x12\x11\n\tuptime_ms\x18\x06 \x01(\x04\x12\x17\n\x0f\x61\x63\x63\x65pted_traces\x18\x07 \x01(\x04\x12\x18\n\x10\x61\x63\x63\x65pted_metrics\x18\x08 \x01(\x04\x12\x15\n\raccepted_logs\x18\t \x01(\x04\x12\x0b\n\x03pid\x18\n \x01(\r\x12S\n\x11rejected_requests\x18\x0b \x03(\x0b\x32\x38.afterflush.control.v1.StatusReply.RejectedRequestsEntry\x1a\x37\n\x15RejectedRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x32\x8d\x02\n\x0c\x46lushControl\x12O\n\x05\x44rain\x12#.afterflush.control.v1.DrainRequest\x1a!.afterflush.control.v1.DrainReply\x12R\n\x06Status\x12$.afterflush.control.v1.StatusRequest\x1a\".afterflush.control.v1.StatusReply\x12X\n\x08Handover\x12&.afterflush.control.v1.HandoverRequest\x1a$.afterflush.control.v1.HandoverReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,22 +37,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DRAINREPLY_REJECTEDREQUESTSENTRY']._serialized_options = b'8\001'
   _globals['_STATUSREPLY_REJECTEDREQUESTSENTRY']._loaded_options = None
   _globals['_STATUSREPLY_REJECTEDREQUESTSENTRY']._serialized_options = b'8\001'
-  _globals['_DRAINREQUEST']._serialized_start=56
-  _globals['_DRAINREQUEST']._serialized_end=137
-  _globals['_SIGNALCOUNTS']._serialized_start=140
-  _globals['_SIGNALCOUNTS']._serialized_end=346
-  _globals['_SIGNALCOUNTS_DROPPEDENTRY']._serialized_start=300
-  _globals['_SIGNALCOUNTS_DROPPEDENTRY']._serialized_end=346
-  _globals['_DRAINREPLY']._serialized_start=349
-  _globals['_DRAINREPLY']._serialized_end=719
-  _globals['_DRAINREPLY_REJECTEDREQUESTSENTRY']._serialized_start=664
-  _globals['_DRAINREPLY_REJECTEDREQUESTSENTRY']._serialized_end=719
-  _globals['_STATUSREQUEST']._serialized_start=721
-  _globals['_STATUSREQUEST']._serialized_end=736
-  _globals['_STATUSREPLY']._serialized_start=739
-  _globals['_STATUSREPLY']._serialized_end=1200
-  _globals['_STATUSREPLY_REJECTEDREQUESTSENTRY']._serialized_start=664
-  _globals['_STATUSREPLY_REJECTEDREQUESTSENTRY']._serialized_end=719
-  _globals['_FLUSHCONTROL']._serialized_start=1203
-  _globals['_FLUSHCONTROL']._serialized_end=1382
+  _globals['_HANDOVERREQUEST']._serialized_start=56
+  _globals['_HANDOVERREQUEST']._serialized_end=109
+  _globals['_HANDOVERREPLY']._serialized_start=111
+  _globals['_HANDOVERREPLY']._serialized_end=141
+  _globals['_DRAINREQUEST']._serialized_start=144
+  _globals['_DRAINREQUEST']._serialized_end=300
+  _globals['_SIGNALCOUNTS']._serialized_start=303
+  _globals['_SIGNALCOUNTS']._serialized_end=509
+  _globals['_SIGNALCOUNTS_DROPPEDENTRY']._serialized_start=463
+  _globals['_SIGNALCOUNTS_DROPPEDENTRY']._serialized_end=509
+  _globals['_DRAINREPLY']._serialized_start=512
+  _globals['_DRAINREPLY']._serialized_end=926
+  _globals['_DRAINREPLY_REJECTEDREQUESTSENTRY']._serialized_start=871
+  _globals['_DRAINREPLY_REJECTEDREQUESTSENTRY']._serialized_end=926
+  _globals['_STATUSREQUEST']._serialized_start=928
+  _globals['_STATUSREQUEST']._serialized_end=943
+  _globals['_STATUSREPLY']._serialized_start=946
+  _globals['_STATUSREPLY']._serialized_end=1407
+  _globals['_STATUSREPLY_REJECTEDREQUESTSENTRY']._serialized_start=871
+  _globals['_STATUSREPLY_REJECTEDREQUESTSENTRY']._serialized_end=926
+  _globals['_FLUSHCONTROL']._serialized_start=1410
+  _globals['_FLUSHCONTROL']._serialized_end=1679
 # @@protoc_insertion_point(module_scope)

@@ -6,15 +6,35 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class HandoverRequest(_message.Message):
+    __slots__ = ("request_id", "source")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    source: str
+    def __init__(self, request_id: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class HandoverReply(_message.Message):
+    __slots__ = ("first",)
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    first: bool
+    def __init__(self, first: _Optional[bool] = ...) -> None: ...
+
 class DrainRequest(_message.Message):
-    __slots__ = ("request_id", "reason", "spill_remaining")
+    __slots__ = ("request_id", "reason", "spill_remaining", "await_handover", "handover_timeout_ms", "max_drain_ms")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     SPILL_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    AWAIT_HANDOVER_FIELD_NUMBER: _ClassVar[int]
+    HANDOVER_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DRAIN_MS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     reason: str
     spill_remaining: bool
-    def __init__(self, request_id: _Optional[str] = ..., reason: _Optional[str] = ..., spill_remaining: _Optional[bool] = ...) -> None: ...
+    await_handover: bool
+    handover_timeout_ms: int
+    max_drain_ms: int
+    def __init__(self, request_id: _Optional[str] = ..., reason: _Optional[str] = ..., spill_remaining: _Optional[bool] = ..., await_handover: _Optional[bool] = ..., handover_timeout_ms: _Optional[int] = ..., max_drain_ms: _Optional[int] = ...) -> None: ...
 
 class SignalCounts(_message.Message):
     __slots__ = ("exported", "dropped", "buffered", "buffered_bytes", "spilled")
@@ -38,7 +58,7 @@ class SignalCounts(_message.Message):
     def __init__(self, exported: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., buffered: _Optional[int] = ..., buffered_bytes: _Optional[int] = ..., spilled: _Optional[int] = ...) -> None: ...
 
 class DrainReply(_message.Message):
-    __slots__ = ("traces", "metrics", "logs", "duration_us", "complete", "last_error", "rejected_requests")
+    __slots__ = ("traces", "metrics", "logs", "duration_us", "complete", "last_error", "rejected_requests", "handover", "handover_wait_us")
     class RejectedRequestsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +73,8 @@ class DrainReply(_message.Message):
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     REJECTED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    HANDOVER_FIELD_NUMBER: _ClassVar[int]
+    HANDOVER_WAIT_US_FIELD_NUMBER: _ClassVar[int]
     traces: SignalCounts
     metrics: SignalCounts
     logs: SignalCounts
@@ -60,7 +82,9 @@ class DrainReply(_message.Message):
     complete: bool
     last_error: str
     rejected_requests: _containers.ScalarMap[str, int]
-    def __init__(self, traces: _Optional[_Union[SignalCounts, _Mapping]] = ..., metrics: _Optional[_Union[SignalCounts, _Mapping]] = ..., logs: _Optional[_Union[SignalCounts, _Mapping]] = ..., duration_us: _Optional[int] = ..., complete: _Optional[bool] = ..., last_error: _Optional[str] = ..., rejected_requests: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    handover: str
+    handover_wait_us: int
+    def __init__(self, traces: _Optional[_Union[SignalCounts, _Mapping]] = ..., metrics: _Optional[_Union[SignalCounts, _Mapping]] = ..., logs: _Optional[_Union[SignalCounts, _Mapping]] = ..., duration_us: _Optional[int] = ..., complete: _Optional[bool] = ..., last_error: _Optional[str] = ..., rejected_requests: _Optional[_Mapping[str, int]] = ..., handover: _Optional[str] = ..., handover_wait_us: _Optional[int] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

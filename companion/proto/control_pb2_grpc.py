@@ -44,6 +44,11 @@ class FlushControlStub:
                 request_serializer=collector_dot_proto_dot_control__pb2.StatusRequest.SerializeToString,
                 response_deserializer=collector_dot_proto_dot_control__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.Handover = channel.unary_unary(
+                '/afterflush.control.v1.FlushControl/Handover',
+                request_serializer=collector_dot_proto_dot_control__pb2.HandoverRequest.SerializeToString,
+                response_deserializer=collector_dot_proto_dot_control__pb2.HandoverReply.FromString,
+                _registered_method=True)
 
 
 class FlushControlServicer:
@@ -63,6 +68,15 @@ class FlushControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Handover(self, request, context):
+        """Marks the end of an invocation's hand-over: nothing more of request_id is coming. The
+        function side marks it over HTTP on the handover socket (see README); the companion marks
+        it here when the runtime finished without one (platform.runtimeDone came first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FlushControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +89,11 @@ def add_FlushControlServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=collector_dot_proto_dot_control__pb2.StatusRequest.FromString,
                     response_serializer=collector_dot_proto_dot_control__pb2.StatusReply.SerializeToString,
+            ),
+            'Handover': grpc.unary_unary_rpc_method_handler(
+                    servicer.Handover,
+                    request_deserializer=collector_dot_proto_dot_control__pb2.HandoverRequest.FromString,
+                    response_serializer=collector_dot_proto_dot_control__pb2.HandoverReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +150,33 @@ class FlushControl:
             '/afterflush.control.v1.FlushControl/Status',
             collector_dot_proto_dot_control__pb2.StatusRequest.SerializeToString,
             collector_dot_proto_dot_control__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Handover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/afterflush.control.v1.FlushControl/Handover',
+            collector_dot_proto_dot_control__pb2.HandoverRequest.SerializeToString,
+            collector_dot_proto_dot_control__pb2.HandoverReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,6 @@
 """OpenTelemetry in the function's process, for the afterflush layer: the SDK configured from
-the OTEL_* variables, a fixed list of instrumentations, and every signal flushed per invocation.
+the OTEL_* variables, a fixed list of instrumentations, and every signal handed to the local
+collector per invocation, after the response has been posted (afterflush_handover).
 
 Imported by otel_wrapper (the handler otel-instrument names in _HANDLER). Telemetry never breaks
 the function: a setup step that fails is one line on stderr and the handler runs without it.
@@ -10,11 +11,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from afterflush_handover import Handover, Marker, handover_socket, hook_runtime, warn
 
 INSTRUMENTATIONS_ENV = "AFTERFLUSH_INSTRUMENTATIONS"
 DISABLED_ENV = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
@@ -22,6 +24,9 @@ ORIG_HANDLER_ENV = "ORIG_HANDLER"
 # The aws-lambda instrumentation's own setting; it bounds our log flush too.
 FLUSH_TIMEOUT_ENV = "OTEL_INSTRUMENTATION_AWS_LAMBDA_FLUSH_TIMEOUT"
 SDK_DISABLED_ENV = "OTEL_SDK_DISABLED"
+# false: the collector exports before it answers (no flushcontrol), and the handler flushes
+# before it returns, as with the ADOT layer (the benchmark's synchronous baseline).
+HOLD_ENV = "AFTERFLUSH_HOLD"
 
 # Importing the instrumentations by name instead of discovering them through package entry
 # points keeps start-up short (entry-point discovery scans every distribution on the path).
@@ -36,17 +41,10 @@ KNOWN_INSTRUMENTATIONS: Mapping[str, tuple[str, str, str | None]] = {
 ALL = "all"
 NONE = "none"
 DEFAULT_FLUSH_TIMEOUT_MS = 30_000
-# Kept free before the invocation's deadline when flushing what the instrumentation does not.
+# Kept free before the invocation's deadline by the hand-over's flush.
 DEADLINE_MARGIN_MS = 50
-PREFIX = "[afterflush]"
 
 Handler = Callable[[Any, Any], Any]
-
-
-def warn(message: str) -> None:
-    # Straight to stderr: the root logger may carry the OTel handler, and a line about
-    # telemetry must not become telemetry.
-    print(f"{PREFIX} WARNING {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +54,8 @@ class Settings:
     # Longest each end-of-invocation flush may take, in milliseconds.
     flush_timeout_ms: int = DEFAULT_FLUSH_TIMEOUT_MS
     sdk_disabled: bool = False
+    # The collector holds what it gets until the companion drains it (AFTERFLUSH_HOLD).
+    hold: bool = True
 
 
 def _names(text: str) -> list[str]:
@@ -96,8 +96,11 @@ def load_settings(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
             )
             flush_timeout_ms = DEFAULT_FLUSH_TIMEOUT_MS
     sdk_disabled = env.get(SDK_DISABLED_ENV, "").strip().lower() == "true"
+    # The companion validates AFTERFLUSH_HOLD and says so; here only "false" changes anything.
+    hold = env.get(HOLD_ENV, "").strip().lower() not in {"false", "0", "no", "off"}
     return Settings(
-        instrumentations=names, flush_timeout_ms=flush_timeout_ms, sdk_disabled=sdk_disabled
+        instrumentations=names, flush_timeout_ms=flush_timeout_ms, sdk_disabled=sdk_disabled,
+        hold=hold,
     ), problems
 
 
@@ -111,22 +114,49 @@ def configure_sdk() -> None:
     OpenTelemetryConfigurator().configure(auto_instrumentation_version=__version__)
 
 
-def instrument(names: Sequence[str]) -> list[str]:
+class _NoFlush:
+    """A provider as the aws-lambda instrumentation sees it: everything the SDK's, but a
+    force_flush that does nothing. The instrumentation flushes inside the handler, before the
+    response; the hand-over flushes after it."""
+
+    def __init__(self, provider: Any) -> None:
+        self._provider = provider
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._provider, name)
+
+    def force_flush(self, timeout_millis: float | None = None) -> bool:
+        return True
+
+
+def lambda_instrumentation_options() -> dict[str, Any]:
+    """What the aws-lambda instrumentation is given: the SDK's providers without its flush."""
+    from opentelemetry import metrics, trace
+
+    return {
+        "tracer_provider": _NoFlush(trace.get_tracer_provider()),
+        "meter_provider": _NoFlush(metrics.get_meter_provider()),
+    }
+
+
+def instrument(names: Sequence[str], lambda_options: Mapping[str, Any] | None = None) -> list[str]:
     """Applies the named instrumentations; returns those applied. A name that is not one of
-    ours is looked up among installed entry points (group opentelemetry_instrumentor)."""
+    ours is looked up among installed entry points (group opentelemetry_instrumentor).
+    `lambda_options` go to the aws-lambda instrumentation."""
+    options = dict(lambda_options or {})
     if tuple(names) == (ALL,):
-        return _instrument_all()
+        return _instrument_all(options)
     applied = []
     for name in names:
         try:
-            if _instrument_one(name):
+            if _instrument_one(name, options if name == "aws_lambda" else {}):
                 applied.append(name)
         except Exception as exc:  # an instrumentation must never stop the function
             warn(f"instrumentation {name} failed and is off: {type(exc).__name__}: {exc}")
     return applied
 
 
-def _instrument_one(name: str) -> bool:
+def _instrument_one(name: str, options: Mapping[str, Any]) -> bool:
     known = KNOWN_INSTRUMENTATIONS.get(name)
     if known is not None:
         module_name, class_name, library = known
@@ -142,15 +172,25 @@ def _instrument_one(name: str) -> bool:
             return False
         instrumentor = found[0].load()
     # The library check above stands in for the dependency check, which reads package metadata.
-    instrumentor().instrument(skip_dep_check=True)
+    instrumentor().instrument(skip_dep_check=True, **options)
     return True
 
 
-def _instrument_all() -> list[str]:
+# The aws-lambda instrumentation's entry point name.
+LAMBDA_ENTRY_POINT = "aws-lambda"
+
+
+def _instrument_all(lambda_options: Mapping[str, Any]) -> list[str]:
     from opentelemetry.distro import OpenTelemetryDistro
     from opentelemetry.instrumentation.auto_instrumentation import _load
 
-    _load._load_instrumentors(OpenTelemetryDistro())  # type: ignore[no-untyped-call]
+    class Distro(OpenTelemetryDistro):
+        def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+            if entry_point.name == LAMBDA_ENTRY_POINT:
+                kwargs.update(lambda_options)
+            super().load_instrumentor(entry_point, **kwargs)  # type: ignore[no-untyped-call]
+
+    _load._load_instrumentors(Distro())  # type: ignore[no-untyped-call]
     return [ALL]
 
 
@@ -174,8 +214,9 @@ def _flush(kind: str, provider: Any, timeout_ms: int) -> None:
         warn(f"flushing {kind} failed: {type(exc).__name__}: {exc}")
 
 
-def flush_providers(*, traces_and_metrics: bool, timeout_ms: int) -> None:
-    """Hands everything the SDK holds to its exporters (the local collector answers at once)."""
+def flush_providers(timeout_ms: int) -> None:
+    """Hands everything the SDK holds to its exporters (the local collector answers at once):
+    traces, then metrics, then logs, within `timeout_ms` together."""
     from opentelemetry import _logs, metrics, trace
 
     started = time.monotonic()
@@ -183,25 +224,35 @@ def flush_providers(*, traces_and_metrics: bool, timeout_ms: int) -> None:
     def left() -> int:
         return timeout_ms - int((time.monotonic() - started) * 1000)
 
-    if traces_and_metrics:
-        _flush("traces", trace.get_tracer_provider(), left())
-        _flush("metrics", metrics.get_meter_provider(), left())
+    _flush("traces", trace.get_tracer_provider(), left())
+    _flush("metrics", metrics.get_meter_provider(), left())
     _flush("logs", _logs.get_logger_provider(), left())
 
 
-def wrap(handler: Handler, *, settings: Settings, instrumented: bool) -> Handler:
-    """`handler`, followed by a flush of what the aws-lambda instrumentation does not flush
-    (logs always; traces and metrics too when it is off)."""
+def _deadline(context: Any) -> float | None:
+    """The invocation's deadline in epoch seconds, from the Lambda context."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return None
+    try:
+        return time.time() + int(remaining()) / 1000
+    except (TypeError, ValueError):
+        return None
+
+
+def wrap(handler: Handler, *, handover: Handover, after_response: bool) -> Handler:
+    """`handler`, with the invocation's hand-over: after the response (the runtime's post
+    completes it) when `after_response`, else when the handler returns, before the response,
+    as the ADOT layer does."""
 
     def lambda_handler(event: Any, context: Any) -> Any:
+        handover.begin(str(getattr(context, "aws_request_id", "") or ""), _deadline(context))
+        if after_response:
+            return handler(event, context)
         try:
             return handler(event, context)
         finally:
-            timeout_ms = settings.flush_timeout_ms
-            remaining = getattr(context, "get_remaining_time_in_millis", None)
-            if callable(remaining):
-                timeout_ms = min(timeout_ms, int(remaining()) - DEADLINE_MARGIN_MS)
-            flush_providers(traces_and_metrics=not instrumented, timeout_ms=timeout_ms)
+            handover.complete()
 
     lambda_handler.__wrapped__ = handler  # type: ignore[attr-defined]
     return lambda_handler
@@ -220,14 +271,29 @@ def setup(env: Mapping[str, str] | None = None) -> Handler:
     settings, problems = load_settings(env)
     for problem in problems:
         warn(problem)
-    if settings.sdk_disabled:
-        return import_handler(spec)
-    try:
-        configure_sdk()
-    except Exception as exc:
-        warn(f"OpenTelemetry SDK setup failed, telemetry is off: {type(exc).__name__}: {exc}")
-        return import_handler(spec)
-    applied = instrument(settings.instrumentations)
-    instrumented = "aws_lambda" in applied or ALL in applied
+    telemetry = not settings.sdk_disabled
+    if telemetry:
+        try:
+            configure_sdk()
+        except Exception as exc:
+            warn(f"OpenTelemetry SDK setup failed, telemetry is off: {type(exc).__name__}: {exc}")
+            telemetry = False
+    # Even without telemetry the hand-over is marked: the companion waits for the mark of every
+    # invocation of a function under the layer's wrapper.
+    marker = None
+    if settings.hold:
+        path = handover_socket(env)
+        marker = Marker(path) if path is not None else None
+    handover = Handover(
+        flush_providers, marker, settings.flush_timeout_ms, margin_ms=DEADLINE_MARGIN_MS
+    )
+    after_response = settings.hold and hook_runtime(handover.complete)
+    if telemetry:
+        try:
+            options = lambda_instrumentation_options()
+        except Exception as exc:
+            warn(f"the aws-lambda instrumentation flushes itself: {type(exc).__name__}: {exc}")
+            options = {}
+        instrument(settings.instrumentations, options)
     # With the aws-lambda instrumentation on, the handler it wrapped is what the module holds now.
-    return wrap(import_handler(spec), settings=settings, instrumented=instrumented)
+    return wrap(import_handler(spec), handover=handover, after_response=after_response)

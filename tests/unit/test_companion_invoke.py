@@ -31,20 +31,56 @@ NOW = 1_800_000_000.0
 
 @dataclass
 class FakeControl:
+    """The collector's control service as the companion sees it. A drain that awaits the
+    hand-over waits until `handover()` (the companion's mark) or `mark()` (the function's)."""
+
     drains: list[dict[str, Any]] = field(default_factory=list)
+    handovers: list[tuple[str, str]] = field(default_factory=list)
     fail: bool = False
+    fail_handover: bool = False
     channel_closed: bool = False
+    marks: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._marked: dict[str, asyncio.Event] = {}
+
+    def _event(self, request_id: str) -> asyncio.Event:
+        return self._marked.setdefault(request_id, asyncio.Event())
+
+    def mark(self, request_id: str, source: str = "function") -> None:
+        self.marks.setdefault(request_id, source)
+        self._event(request_id).set()
 
     async def drain(self, *, timeout: float, request_id: str = "", reason: str = "manual",
-                    spill_remaining: bool = False) -> control_pb2.DrainReply:
-        self.drains.append({"timeout": timeout, "request_id": request_id, "reason": reason,
-                            "spill": spill_remaining})
+                    spill_remaining: bool = False, await_handover: bool = False,
+                    handover_timeout: float = 0.0, max_drain: float = 0.0,
+                    ) -> control_pb2.DrainReply:
+        call = {"timeout": timeout, "request_id": request_id, "reason": reason,
+                "spill": spill_remaining}
+        if await_handover:
+            call.update(await_handover=True, handover_timeout=handover_timeout,
+                        max_drain=max_drain)
+        self.drains.append(call)
         if self.fail:
             raise ControlError("Drain on unix:///x failed: UNAVAILABLE: gone")
         if self.channel_closed:
             # What grpc.aio raises in a call whose channel is closed under it.
             raise asyncio.CancelledError()
-        return control_pb2.DrainReply(traces=control_pb2.SignalCounts(exported=4), complete=True)
+        handover = ""
+        if await_handover:
+            await self._event(request_id).wait()
+            handover = self.marks[request_id]
+        return control_pb2.DrainReply(
+            traces=control_pb2.SignalCounts(exported=4), complete=True, handover=handover
+        )
+
+    async def handover(self, request_id: str, *, source: str, timeout: float) -> Any:
+        self.handovers.append((request_id, source))
+        if self.fail_handover:
+            raise ControlError("Handover on unix:///x failed: UNIMPLEMENTED: no")
+        first = request_id not in self.marks
+        self.mark(request_id, source)
+        return control_pb2.HandoverReply(first=first)
 
 
 @dataclass
@@ -121,10 +157,100 @@ def invoke(rid: str, seconds_left: float) -> InvokeEvent:
     return InvokeEvent(request_id=rid, deadline_ms=int((NOW + seconds_left) * 1000))
 
 
-async def test_drain_after_runtime_done_gets_the_drain_timeout_when_the_deadline_is_far() -> None:
+async def test_the_drain_waits_for_the_hand_over_until_the_deadline_and_exports_for_the_drain_timeout() -> None:
+    supervisor = FakeSupervisor()
+    companion, out = make(Settings(function_marks=True), supervisor=supervisor)
+    companion.mode = Mode.RUNTIME_DONE
+    assert supervisor.control is not None
+    # Given the function side's mark (made before the companion even asked)
+    supervisor.control.mark("r1")
+    # When the INVOKE is handled
+    await companion._on_invoke(invoke("r1", 30))
+    # Then one drain awaited the hand-over, with the whole invocation as its deadline (less the
+    # margin) and the drain timeout for its exports; nothing else was needed
+    assert supervisor.control.drains == [{
+        "timeout": pytest.approx(29.8), "request_id": "r1", "reason": "invoke", "spill": False,
+        "await_handover": True, "handover_timeout": 1.0, "max_drain": 2.0,
+    }]
+    assert supervisor.control.handovers == []
+    assert out.getvalue() == ""
+
+
+async def test_a_function_without_the_layers_wrapper_is_drained_at_its_runtime_done() -> None:
     supervisor = FakeSupervisor()
     tracker = RuntimeDoneTracker()
-    companion, _ = make(supervisor=supervisor, tracker=tracker)
+    companion, out = make(supervisor=supervisor, tracker=tracker)
+    companion.mode = Mode.RUNTIME_DONE
+    tracker.mark_done("r1", "success")
+    await companion._on_invoke(invoke("r1", 30))
+    assert supervisor.control is not None
+    # runtimeDone ended the wait for a mark that was not coming
+    assert supervisor.control.handovers == [("r1", "runtime")]
+    assert [d["request_id"] for d in supervisor.control.drains] == ["r1"]
+    assert out.getvalue() == ""
+
+
+async def test_one_mark_from_the_function_makes_runtime_done_wait_for_the_next_ones() -> None:
+    supervisor = FakeSupervisor()
+    tracker = RuntimeDoneTracker()
+    companion, out = make(Settings(handover_timeout=0.05), supervisor=supervisor, tracker=tracker)
+    companion.mode = Mode.RUNTIME_DONE
+    control = supervisor.control
+    assert control is not None
+    # Given a first invocation the function side marked
+    control.mark("r1")
+    await companion._on_invoke(invoke("r1", 30))
+    # When the second one's runtimeDone comes and its mark never does
+    tracker.mark_done("r2", "success")
+    await companion._on_invoke(invoke("r2", 30))
+    # Then the companion waited the hand-over timeout before ending the wait itself, and said so
+    assert control.handovers == [("r2", "runtime")]
+    assert out.getvalue() == (
+        "[afterflush] WARNING drain (invoke): no hand-over mark within 50 ms of runtimeDone "
+        "(AFTERFLUSH_HANDOVER_TIMEOUT); draining without it\n"
+    )
+
+
+@pytest.mark.parametrize("status", ["timeout", "failure"])
+async def test_a_runtime_that_did_not_post_ends_the_wait_at_once(status: str) -> None:
+    supervisor = FakeSupervisor()
+    tracker = RuntimeDoneTracker()
+    # A hand-over timeout the test would notice: no wait may happen
+    companion, out = make(Settings(function_marks=True, handover_timeout=3600.0),
+                          supervisor=supervisor, tracker=tracker)
+    companion.mode = Mode.RUNTIME_DONE
+    tracker.mark_done("r1", status)
+    async with asyncio.timeout(10):
+        await companion._on_invoke(invoke("r1", 30))
+    assert supervisor.control is not None
+    assert supervisor.control.handovers == [("r1", "runtime")]
+    assert out.getvalue() == ""
+
+
+async def test_a_wait_the_collector_cannot_be_told_to_end_becomes_a_plain_drain() -> None:
+    supervisor = FakeSupervisor(control=FakeControl(fail_handover=True))
+    tracker = RuntimeDoneTracker()
+    companion, out = make(supervisor=supervisor, tracker=tracker)
+    companion.mode = Mode.RUNTIME_DONE
+    tracker.mark_done("r1", "success")
+    async with asyncio.timeout(10):
+        await companion._on_invoke(invoke("r1", 30))
+    assert supervisor.control is not None
+    assert [(d["request_id"], "await_handover" in d) for d in supervisor.control.drains] == [
+        ("r1", True), ("r1", False)
+    ]
+    assert supervisor.control.drains[1]["timeout"] == 2.0
+    assert out.getvalue() == (
+        "[afterflush] WARNING drain (invoke) failed: cannot end the wait for the hand-over: "
+        "Handover on unix:///x failed: UNIMPLEMENTED: no\n"
+        "[afterflush] INFO drains complete again after 1 with problems\n"
+    )
+
+
+async def test_with_no_hand_over_wait_the_drain_follows_runtime_done() -> None:
+    supervisor = FakeSupervisor()
+    tracker = RuntimeDoneTracker()
+    companion, _ = make(Settings(handover_timeout=0.0), supervisor=supervisor, tracker=tracker)
     companion.mode = Mode.RUNTIME_DONE
     tracker.mark_done("r1", "success")
     await companion._on_invoke(invoke("r1", 30))
@@ -137,8 +263,8 @@ async def test_drain_after_runtime_done_gets_the_drain_timeout_when_the_deadline
 async def test_drain_gets_what_is_left_before_the_deadline_minus_the_margin() -> None:
     supervisor = FakeSupervisor()
     tracker = RuntimeDoneTracker()
-    companion, _ = make(Settings(drain_timeout=2.0, deadline_margin=0.25), supervisor=supervisor,
-                        tracker=tracker)
+    companion, _ = make(Settings(drain_timeout=2.0, deadline_margin=0.25, handover_timeout=0.0),
+                        supervisor=supervisor, tracker=tracker)
     companion.mode = Mode.RUNTIME_DONE
     tracker.mark_done("r1", "success")
     await companion._on_invoke(invoke("r1", 1.0))

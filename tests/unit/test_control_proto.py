@@ -24,5 +24,8 @@ def test_drain_request_keeps_room_for_later_options() -> None:
     drain = next(m for m in file.message_type if m.name == "DrainRequest")
 
     assert file.package == "afterflush.control.v1"
-    assert [f.name for f in drain.field] == ["request_id", "reason", "spill_remaining"]
-    assert [(r.start, r.end) for r in drain.reserved_range] == [(4, 16)]
+    assert [(f.name, f.number) for f in drain.field] == [
+        ("request_id", 1), ("reason", 2), ("spill_remaining", 3), ("await_handover", 4),
+        ("handover_timeout_ms", 5), ("max_drain_ms", 6),
+    ]
+    assert [(r.start, r.end) for r in drain.reserved_range] == [(7, 16)]

@@ -24,6 +24,104 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type HandoverRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Who marks it: "function" or "runtime" (empty is "function").
+	Source        string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoverRequest) Reset() {
+	*x = HandoverRequest{}
+	mi := &file_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverRequest) ProtoMessage() {}
+
+func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
+func (*HandoverRequest) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *HandoverRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *HandoverRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type HandoverReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when request_id had been marked already (the first mark counts).
+	First         bool `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoverReply) Reset() {
+	*x = HandoverReply{}
+	mi := &file_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverReply) ProtoMessage() {}
+
+func (x *HandoverReply) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverReply.ProtoReflect.Descriptor instead.
+func (*HandoverReply) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HandoverReply) GetFirst() bool {
+	if x != nil {
+		return x.First
+	}
+	return false
+}
+
 type DrainRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The Lambda request id the drain follows (empty when not tied to an invocation).
@@ -33,13 +131,21 @@ type DrainRequest struct {
 	// After the drain, write what is still buffered as OTLP JSON lines to standard output,
 	// count it as spilled and forget it. The companion sets it at SHUTDOWN only.
 	SpillRemaining bool `protobuf:"varint,3,opt,name=spill_remaining,json=spillRemaining,proto3" json:"spill_remaining,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Wait for the hand-over mark of request_id before taking what to export: the drain then
+	// exports everything accepted before the mark. A mark made before the call counts.
+	AwaitHandover bool `protobuf:"varint,4,opt,name=await_handover,json=awaitHandover,proto3" json:"await_handover,omitempty"`
+	// Longest the wait may take, in milliseconds; 0: as long as the call's deadline allows.
+	HandoverTimeoutMs uint32 `protobuf:"varint,5,opt,name=handover_timeout_ms,json=handoverTimeoutMs,proto3" json:"handover_timeout_ms,omitempty"`
+	// Longest the exports may take once the wait has ended, in milliseconds; 0: until the
+	// call's deadline. A call that waits sets its deadline for the whole invocation.
+	MaxDrainMs    uint32 `protobuf:"varint,6,opt,name=max_drain_ms,json=maxDrainMs,proto3" json:"max_drain_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_control_proto_msgTypes[0]
+	mi := &file_control_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -51,7 +157,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[0]
+	mi := &file_control_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -64,7 +170,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{0}
+	return file_control_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DrainRequest) GetRequestId() string {
@@ -88,6 +194,27 @@ func (x *DrainRequest) GetSpillRemaining() bool {
 	return false
 }
 
+func (x *DrainRequest) GetAwaitHandover() bool {
+	if x != nil {
+		return x.AwaitHandover
+	}
+	return false
+}
+
+func (x *DrainRequest) GetHandoverTimeoutMs() uint32 {
+	if x != nil {
+		return x.HandoverTimeoutMs
+	}
+	return 0
+}
+
+func (x *DrainRequest) GetMaxDrainMs() uint32 {
+	if x != nil {
+		return x.MaxDrainMs
+	}
+	return 0
+}
+
 // Counts for one signal. Items are spans, metric data points or log records.
 type SignalCounts struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -106,7 +233,7 @@ type SignalCounts struct {
 
 func (x *SignalCounts) Reset() {
 	*x = SignalCounts{}
-	mi := &file_control_proto_msgTypes[1]
+	mi := &file_control_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -118,7 +245,7 @@ func (x *SignalCounts) String() string {
 func (*SignalCounts) ProtoMessage() {}
 
 func (x *SignalCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[1]
+	mi := &file_control_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -131,7 +258,7 @@ func (x *SignalCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalCounts.ProtoReflect.Descriptor instead.
 func (*SignalCounts) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{1}
+	return file_control_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SignalCounts) GetExported() uint64 {
@@ -183,13 +310,19 @@ type DrainReply struct {
 	// Requests the receivers refused since the previous drain, by reason ("backpressure",
 	// "bad_data", ...). The senders were told; their items were never acknowledged.
 	RejectedRequests map[string]uint64 `protobuf:"bytes,7,rep,name=rejected_requests,json=rejectedRequests,proto3" json:"rejected_requests,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// How the wait for the hand-over ended (await_handover only, else empty): "function" or
+	// "runtime" (the mark's source), "timeout" (handover_timeout_ms or the deadline passed
+	// first), "stopped" (the collector is shutting down).
+	Handover string `protobuf:"bytes,8,opt,name=handover,proto3" json:"handover,omitempty"`
+	// Time spent waiting for the mark, in microseconds (not part of duration_us).
+	HandoverWaitUs uint64 `protobuf:"varint,9,opt,name=handover_wait_us,json=handoverWaitUs,proto3" json:"handover_wait_us,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DrainReply) Reset() {
 	*x = DrainReply{}
-	mi := &file_control_proto_msgTypes[2]
+	mi := &file_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -201,7 +334,7 @@ func (x *DrainReply) String() string {
 func (*DrainReply) ProtoMessage() {}
 
 func (x *DrainReply) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[2]
+	mi := &file_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -214,7 +347,7 @@ func (x *DrainReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainReply.ProtoReflect.Descriptor instead.
 func (*DrainReply) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{2}
+	return file_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DrainReply) GetTraces() *SignalCounts {
@@ -266,6 +399,20 @@ func (x *DrainReply) GetRejectedRequests() map[string]uint64 {
 	return nil
 }
 
+func (x *DrainReply) GetHandover() string {
+	if x != nil {
+		return x.Handover
+	}
+	return ""
+}
+
+func (x *DrainReply) GetHandoverWaitUs() uint64 {
+	if x != nil {
+		return x.HandoverWaitUs
+	}
+	return 0
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -274,7 +421,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_control_proto_msgTypes[3]
+	mi := &file_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +433,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[3]
+	mi := &file_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +446,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{3}
+	return file_control_proto_rawDescGZIP(), []int{5}
 }
 
 type StatusReply struct {
@@ -327,7 +474,7 @@ type StatusReply struct {
 
 func (x *StatusReply) Reset() {
 	*x = StatusReply{}
-	mi := &file_control_proto_msgTypes[4]
+	mi := &file_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +486,7 @@ func (x *StatusReply) String() string {
 func (*StatusReply) ProtoMessage() {}
 
 func (x *StatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[4]
+	mi := &file_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +499,7 @@ func (x *StatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
 func (*StatusReply) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{4}
+	return file_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StatusReply) GetTraces() *SignalCounts {
@@ -436,12 +583,22 @@ var File_control_proto protoreflect.FileDescriptor
 
 const file_control_proto_rawDesc = "" +
 	"\n" +
-	"\rcontrol.proto\x12\x15afterflush.control.v1\"t\n" +
+	"\rcontrol.proto\x12\x15afterflush.control.v1\"H\n" +
+	"\x0fHandoverRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\"%\n" +
+	"\rHandoverReply\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\bR\x05first\"\xed\x01\n" +
 	"\fDrainRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12'\n" +
-	"\x0fspill_remaining\x18\x03 \x01(\bR\x0espillRemainingJ\x04\b\x04\x10\x10\"\x8f\x02\n" +
+	"\x0fspill_remaining\x18\x03 \x01(\bR\x0espillRemaining\x12%\n" +
+	"\x0eawait_handover\x18\x04 \x01(\bR\rawaitHandover\x12.\n" +
+	"\x13handover_timeout_ms\x18\x05 \x01(\rR\x11handoverTimeoutMs\x12 \n" +
+	"\fmax_drain_ms\x18\x06 \x01(\rR\n" +
+	"maxDrainMsJ\x04\b\a\x10\x10\"\x8f\x02\n" +
 	"\fSignalCounts\x12\x1a\n" +
 	"\bexported\x18\x01 \x01(\x04R\bexported\x12J\n" +
 	"\adropped\x18\x02 \x03(\v20.afterflush.control.v1.SignalCounts.DroppedEntryR\adropped\x12\x1a\n" +
@@ -450,7 +607,7 @@ const file_control_proto_rawDesc = "" +
 	"\aspilled\x18\x05 \x01(\x04R\aspilled\x1a:\n" +
 	"\fDroppedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xc8\x03\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x8e\x04\n" +
 	"\n" +
 	"DrainReply\x12;\n" +
 	"\x06traces\x18\x01 \x01(\v2#.afterflush.control.v1.SignalCountsR\x06traces\x12=\n" +
@@ -461,7 +618,9 @@ const file_control_proto_rawDesc = "" +
 	"\bcomplete\x18\x05 \x01(\bR\bcomplete\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12d\n" +
-	"\x11rejected_requests\x18\a \x03(\v27.afterflush.control.v1.DrainReply.RejectedRequestsEntryR\x10rejectedRequests\x1aC\n" +
+	"\x11rejected_requests\x18\a \x03(\v27.afterflush.control.v1.DrainReply.RejectedRequestsEntryR\x10rejectedRequests\x12\x1a\n" +
+	"\bhandover\x18\b \x01(\tR\bhandover\x12(\n" +
+	"\x10handover_wait_us\x18\t \x01(\x04R\x0ehandoverWaitUs\x1aC\n" +
 	"\x15RejectedRequestsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x0f\n" +
@@ -481,10 +640,11 @@ const file_control_proto_rawDesc = "" +
 	"\x11rejected_requests\x18\v \x03(\v28.afterflush.control.v1.StatusReply.RejectedRequestsEntryR\x10rejectedRequests\x1aC\n" +
 	"\x15RejectedRequestsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x012\xb3\x01\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x012\x8d\x02\n" +
 	"\fFlushControl\x12O\n" +
 	"\x05Drain\x12#.afterflush.control.v1.DrainRequest\x1a!.afterflush.control.v1.DrainReply\x12R\n" +
-	"\x06Status\x12$.afterflush.control.v1.StatusRequest\x1a\".afterflush.control.v1.StatusReplyb\x06proto3"
+	"\x06Status\x12$.afterflush.control.v1.StatusRequest\x1a\".afterflush.control.v1.StatusReply\x12X\n" +
+	"\bHandover\x12&.afterflush.control.v1.HandoverRequest\x1a$.afterflush.control.v1.HandoverReplyb\x06proto3"
 
 var (
 	file_control_proto_rawDescOnce sync.Once
@@ -498,33 +658,37 @@ func file_control_proto_rawDescGZIP() []byte {
 	return file_control_proto_rawDescData
 }
 
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_control_proto_goTypes = []any{
-	(*DrainRequest)(nil),  // 0: afterflush.control.v1.DrainRequest
-	(*SignalCounts)(nil),  // 1: afterflush.control.v1.SignalCounts
-	(*DrainReply)(nil),    // 2: afterflush.control.v1.DrainReply
-	(*StatusRequest)(nil), // 3: afterflush.control.v1.StatusRequest
-	(*StatusReply)(nil),   // 4: afterflush.control.v1.StatusReply
-	nil,                   // 5: afterflush.control.v1.SignalCounts.DroppedEntry
-	nil,                   // 6: afterflush.control.v1.DrainReply.RejectedRequestsEntry
-	nil,                   // 7: afterflush.control.v1.StatusReply.RejectedRequestsEntry
+	(*HandoverRequest)(nil), // 0: afterflush.control.v1.HandoverRequest
+	(*HandoverReply)(nil),   // 1: afterflush.control.v1.HandoverReply
+	(*DrainRequest)(nil),    // 2: afterflush.control.v1.DrainRequest
+	(*SignalCounts)(nil),    // 3: afterflush.control.v1.SignalCounts
+	(*DrainReply)(nil),      // 4: afterflush.control.v1.DrainReply
+	(*StatusRequest)(nil),   // 5: afterflush.control.v1.StatusRequest
+	(*StatusReply)(nil),     // 6: afterflush.control.v1.StatusReply
+	nil,                     // 7: afterflush.control.v1.SignalCounts.DroppedEntry
+	nil,                     // 8: afterflush.control.v1.DrainReply.RejectedRequestsEntry
+	nil,                     // 9: afterflush.control.v1.StatusReply.RejectedRequestsEntry
 }
 var file_control_proto_depIdxs = []int32{
-	5,  // 0: afterflush.control.v1.SignalCounts.dropped:type_name -> afterflush.control.v1.SignalCounts.DroppedEntry
-	1,  // 1: afterflush.control.v1.DrainReply.traces:type_name -> afterflush.control.v1.SignalCounts
-	1,  // 2: afterflush.control.v1.DrainReply.metrics:type_name -> afterflush.control.v1.SignalCounts
-	1,  // 3: afterflush.control.v1.DrainReply.logs:type_name -> afterflush.control.v1.SignalCounts
-	6,  // 4: afterflush.control.v1.DrainReply.rejected_requests:type_name -> afterflush.control.v1.DrainReply.RejectedRequestsEntry
-	1,  // 5: afterflush.control.v1.StatusReply.traces:type_name -> afterflush.control.v1.SignalCounts
-	1,  // 6: afterflush.control.v1.StatusReply.metrics:type_name -> afterflush.control.v1.SignalCounts
-	1,  // 7: afterflush.control.v1.StatusReply.logs:type_name -> afterflush.control.v1.SignalCounts
-	7,  // 8: afterflush.control.v1.StatusReply.rejected_requests:type_name -> afterflush.control.v1.StatusReply.RejectedRequestsEntry
-	0,  // 9: afterflush.control.v1.FlushControl.Drain:input_type -> afterflush.control.v1.DrainRequest
-	3,  // 10: afterflush.control.v1.FlushControl.Status:input_type -> afterflush.control.v1.StatusRequest
-	2,  // 11: afterflush.control.v1.FlushControl.Drain:output_type -> afterflush.control.v1.DrainReply
-	4,  // 12: afterflush.control.v1.FlushControl.Status:output_type -> afterflush.control.v1.StatusReply
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
+	7,  // 0: afterflush.control.v1.SignalCounts.dropped:type_name -> afterflush.control.v1.SignalCounts.DroppedEntry
+	3,  // 1: afterflush.control.v1.DrainReply.traces:type_name -> afterflush.control.v1.SignalCounts
+	3,  // 2: afterflush.control.v1.DrainReply.metrics:type_name -> afterflush.control.v1.SignalCounts
+	3,  // 3: afterflush.control.v1.DrainReply.logs:type_name -> afterflush.control.v1.SignalCounts
+	8,  // 4: afterflush.control.v1.DrainReply.rejected_requests:type_name -> afterflush.control.v1.DrainReply.RejectedRequestsEntry
+	3,  // 5: afterflush.control.v1.StatusReply.traces:type_name -> afterflush.control.v1.SignalCounts
+	3,  // 6: afterflush.control.v1.StatusReply.metrics:type_name -> afterflush.control.v1.SignalCounts
+	3,  // 7: afterflush.control.v1.StatusReply.logs:type_name -> afterflush.control.v1.SignalCounts
+	9,  // 8: afterflush.control.v1.StatusReply.rejected_requests:type_name -> afterflush.control.v1.StatusReply.RejectedRequestsEntry
+	2,  // 9: afterflush.control.v1.FlushControl.Drain:input_type -> afterflush.control.v1.DrainRequest
+	5,  // 10: afterflush.control.v1.FlushControl.Status:input_type -> afterflush.control.v1.StatusRequest
+	0,  // 11: afterflush.control.v1.FlushControl.Handover:input_type -> afterflush.control.v1.HandoverRequest
+	4,  // 12: afterflush.control.v1.FlushControl.Drain:output_type -> afterflush.control.v1.DrainReply
+	6,  // 13: afterflush.control.v1.FlushControl.Status:output_type -> afterflush.control.v1.StatusReply
+	1,  // 14: afterflush.control.v1.FlushControl.Handover:output_type -> afterflush.control.v1.HandoverReply
+	12, // [12:15] is the sub-list for method output_type
+	9,  // [9:12] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -541,7 +705,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

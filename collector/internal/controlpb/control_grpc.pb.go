@@ -22,8 +22,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	FlushControl_Drain_FullMethodName  = "/afterflush.control.v1.FlushControl/Drain"
-	FlushControl_Status_FullMethodName = "/afterflush.control.v1.FlushControl/Status"
+	FlushControl_Drain_FullMethodName    = "/afterflush.control.v1.FlushControl/Drain"
+	FlushControl_Status_FullMethodName   = "/afterflush.control.v1.FlushControl/Status"
+	FlushControl_Handover_FullMethodName = "/afterflush.control.v1.FlushControl/Handover"
 )
 
 // FlushControlClient is the client API for FlushControl service.
@@ -34,6 +35,10 @@ type FlushControlClient interface {
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainReply, error)
 	// What is held, whether the collector is ready, and the last export error.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusReply, error)
+	// Marks the end of an invocation's hand-over: nothing more of request_id is coming. The
+	// function side marks it over HTTP on the handover socket (see README); the companion marks
+	// it here when the runtime finished without one (platform.runtimeDone came first).
+	Handover(ctx context.Context, in *HandoverRequest, opts ...grpc.CallOption) (*HandoverReply, error)
 }
 
 type flushControlClient struct {
@@ -64,6 +69,16 @@ func (c *flushControlClient) Status(ctx context.Context, in *StatusRequest, opts
 	return out, nil
 }
 
+func (c *flushControlClient) Handover(ctx context.Context, in *HandoverRequest, opts ...grpc.CallOption) (*HandoverReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HandoverReply)
+	err := c.cc.Invoke(ctx, FlushControl_Handover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FlushControlServer is the server API for FlushControl service.
 // All implementations must embed UnimplementedFlushControlServer
 // for forward compatibility.
@@ -72,6 +87,10 @@ type FlushControlServer interface {
 	Drain(context.Context, *DrainRequest) (*DrainReply, error)
 	// What is held, whether the collector is ready, and the last export error.
 	Status(context.Context, *StatusRequest) (*StatusReply, error)
+	// Marks the end of an invocation's hand-over: nothing more of request_id is coming. The
+	// function side marks it over HTTP on the handover socket (see README); the companion marks
+	// it here when the runtime finished without one (platform.runtimeDone came first).
+	Handover(context.Context, *HandoverRequest) (*HandoverReply, error)
 	mustEmbedUnimplementedFlushControlServer()
 }
 
@@ -87,6 +106,9 @@ func (UnimplementedFlushControlServer) Drain(context.Context, *DrainRequest) (*D
 }
 func (UnimplementedFlushControlServer) Status(context.Context, *StatusRequest) (*StatusReply, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedFlushControlServer) Handover(context.Context, *HandoverRequest) (*HandoverReply, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Handover not implemented")
 }
 func (UnimplementedFlushControlServer) mustEmbedUnimplementedFlushControlServer() {}
 func (UnimplementedFlushControlServer) testEmbeddedByValue()                      {}
@@ -145,6 +167,24 @@ func _FlushControl_Status_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FlushControl_Handover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HandoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FlushControlServer).Handover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FlushControl_Handover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FlushControlServer).Handover(ctx, req.(*HandoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FlushControl_ServiceDesc is the grpc.ServiceDesc for FlushControl service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -159,6 +199,10 @@ var FlushControl_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _FlushControl_Status_Handler,
+		},
+		{
+			MethodName: "Handover",
+			Handler:    _FlushControl_Handover_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
