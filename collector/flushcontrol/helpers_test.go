@@ -486,7 +486,7 @@ func (r *rig) logsProc(name string, cfg *Config, next consumer.Logs) processor.L
 func (r *rig) drain(spill bool) *controlpb.DrainReply {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return r.hub.Drain(ctx, "invoke", "req-1", spill)
+	return r.hub.Drain(ctx, DrainOptions{Reason: "invoke", RequestID: "req-1", Spill: spill})
 }
 
 // messages is every line logged at info level or above containing part (the collector's

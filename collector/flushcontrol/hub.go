@@ -70,23 +70,25 @@ type Hub struct {
 	stopOnce  sync.Once
 	endOnce   sync.Once
 	server    *controlServer
-	handover  *handoverServer
-	marks     *marks
-	// stopping closes when the hub stops: drains waiting for a mark give up.
-	stopping chan struct{}
+	markSrv   *handoverServer
+	handovers handovers
+	// onAwait, when set (tests), is called as a drain begins to wait for a mark.
+	onAwait func(requestID string)
 }
 
-// DrainOptions say what a drain does besides exporting what is held.
+// DrainOptions are what a drain is asked to do; the zero value exports what is held now.
 type DrainOptions struct {
+	// Reason and RequestID say why the drain happens and which invocation it follows.
 	Reason    string
 	RequestID string
 	// Spill writes what is still held afterwards to standard output as OTLP JSON lines.
 	Spill bool
-	// AwaitHandover waits for RequestID's hand-over mark before taking what to export, at most
-	// HandoverTimeout when set (else until the deadline).
+	// AwaitHandover first waits for RequestID's hand-over mark (without one, no wait), for
+	// at most HandoverTimeout when > 0, else until the deadline; what is accepted meanwhile
+	// is exported too.
 	AwaitHandover   bool
 	HandoverTimeout time.Duration
-	// MaxDrain bounds the exports once the wait has ended, when set.
+	// MaxDrain bounds the exports once the wait (if any) has ended; 0: the deadline alone.
 	MaxDrain time.Duration
 }
 
@@ -147,7 +149,7 @@ func NewHub(startedAt time.Time, stdout io.Writer, getenv func(string) string) *
 		groups: map[component.ID]*group{}, pipes: map[string]*pipe{},
 		rejected: map[string]uint64{}, rejectedSinceDrain: map[string]uint64{},
 		drainSlot: make(chan struct{}, 1), bgCtx: ctx, bgStop: cancel,
-		marks: newMarks(), stopping: make(chan struct{}),
+		handovers: handovers{byID: map[string]*mark{}},
 	}
 	h.logger.Store(zap.NewNop())
 	return h
@@ -260,7 +262,7 @@ func (h *Hub) ownDrain(g *group) {
 		defer h.bg.Done()
 		ctx, cancel := context.WithTimeout(h.bgCtx, g.cfg.DefaultDrainTimeout)
 		defer cancel()
-		reply := h.Drain(ctx, "high-water-mark", "", false)
+		reply := h.Drain(ctx, DrainOptions{Reason: "high-water-mark"})
 		h.mu.Lock()
 		// The companion never sees this reply: its refusals go back for the next drain it asks for.
 		for reason, n := range reply.RejectedRequests {
@@ -291,59 +293,31 @@ func spillReserve(left time.Duration, heldBytes int64) time.Duration {
 	return min(max(need, 10*time.Millisecond), left/2)
 }
 
-// Handover marks the end of requestID's hand-over (source "function" or "runtime") and wakes
-// the drains waiting for it; false when it was marked already.
-func (h *Hub) Handover(requestID, source string) bool {
-	return h.marks.mark(requestID, source)
-}
-
 // Drain exports everything held when it is called, each pipeline in order, within ctx's
-// deadline (or the default drain timeout); with spill, what is still held afterwards is
-// written to standard output as OTLP JSON lines. It never fails: problems are in the reply.
-func (h *Hub) Drain(ctx context.Context, reason, requestID string, spill bool) *controlpb.DrainReply {
-	return h.DrainWith(ctx, DrainOptions{Reason: reason, RequestID: requestID, Spill: spill})
-}
-
-// DrainWith is Drain with options: with AwaitHandover it first waits for the mark (without
-// holding the drain slot, so that other drains go on meanwhile) and then exports everything
-// accepted before the wait ended.
-func (h *Hub) DrainWith(ctx context.Context, o DrainOptions) *controlpb.DrainReply {
-	reason, requestID, spill := o.Reason, o.RequestID, o.Spill
-	handover, waited := "", time.Duration(0)
-	if o.AwaitHandover && requestID != "" {
-		handover, waited = h.awaitMark(ctx, requestID, o.HandoverTimeout)
-		if o.MaxDrain > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, o.MaxDrain)
-			defer cancel()
-		}
+// deadline (or the default drain timeout); with Spill, what is still held afterwards is
+// written to standard output as OTLP JSON lines. With AwaitHandover it first waits for the
+// mark without holding the drain slot (other drains, the collector's own among them, go on
+// meanwhile) and exports what was held when the wait ended. It never fails: problems are in
+// the reply.
+func (h *Hub) Drain(ctx context.Context, o DrainOptions) *controlpb.DrainReply {
+	var wait handoverWait
+	if o.AwaitHandover && o.RequestID != "" {
+		wait = h.awaitHandover(ctx, o.RequestID, o.HandoverTimeout)
 	}
-	reply := h.drain(ctx, reason, requestID, spill)
-	reply.Handover, reply.HandoverWaitUs = handover, uint64(waited.Microseconds())
-	if handover != "" {
-		h.log().Debug(fmt.Sprintf("drain (%s) %s: the hand-over ended by %s after %.1f ms",
-			reason, requestID, handover, float64(waited.Microseconds())/1000))
-	}
+	reply := h.export(ctx, o, wait)
+	reply.Handover, reply.HandoverWaitUs = wait.ended, uint64(wait.took.Microseconds())
 	return reply
 }
 
-func (h *Hub) awaitMark(ctx context.Context, requestID string, limit time.Duration) (string, time.Duration) {
-	began := time.Now()
-	waitCtx := ctx
-	if limit > 0 {
-		var cancel context.CancelFunc
-		waitCtx, cancel = context.WithTimeout(ctx, limit)
-		defer cancel()
-	}
-	source := h.marks.wait(waitCtx, h.stopping, requestID)
-	return source, time.Since(began)
-}
-
-func (h *Hub) drain(ctx context.Context, reason, requestID string, spill bool) *controlpb.DrainReply {
+// export is the drain once the wait (if any) has ended: its time is the reply's duration.
+func (h *Hub) export(ctx context.Context, o DrainOptions, wait handoverWait) *controlpb.DrainReply {
 	began := time.Now()
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = began.Add(h.defaultDrainTimeout())
+	}
+	if o.MaxDrain > 0 && began.Add(o.MaxDrain).Before(deadline) {
+		deadline = began.Add(o.MaxDrain)
 	}
 	deadline = deadline.Add(-drainReserve(time.Until(deadline)))
 	ctx, cancel := context.WithDeadline(ctx, deadline)
@@ -373,7 +347,7 @@ func (h *Hub) drain(ctx context.Context, reason, requestID string, spill bool) *
 	h.mu.Unlock()
 
 	exportCtx := ctx
-	if spill {
+	if o.Spill {
 		var cancelExports context.CancelFunc
 		exportCtx, cancelExports = context.WithDeadline(ctx, deadline.Add(-spillReserve(time.Until(deadline), held)))
 		defer cancelExports()
@@ -404,7 +378,7 @@ func (h *Hub) drain(ctx context.Context, reason, requestID string, spill bool) *
 			lastErr = results[i].err
 		}
 	}
-	if spill {
+	if o.Spill {
 		w := spillWriter(h.stdout)
 		for _, p := range pipes {
 			c := h.spillPipe(w, p, deadline)
@@ -423,7 +397,7 @@ func (h *Hub) drain(ctx context.Context, reason, requestID string, spill bool) *
 	}
 	h.mu.Unlock()
 	reply := h.reply(began, bySignal, complete, lastErr)
-	h.log().Debug(fmt.Sprintf("drain (%s) %sin %.1f ms: %s", reason, withSpace(requestID),
+	h.log().Debug(fmt.Sprintf("drain (%s) %s%sin %.1f ms: %s", o.Reason, withSpace(o.RequestID), wait.describe(),
 		float64(reply.DurationUs)/1000, describe(reply)))
 	return reply
 }
@@ -644,14 +618,18 @@ func (h *Hub) firstGroup() *group {
 	return byName[ids[0]]
 }
 
-// start opens the spool (replaying what an earlier collector left) and serves FlushControl;
-// the control extension calls it before any processor or receiver starts.
+// start opens the spool (replaying what an earlier collector left), serves FlushControl and
+// takes hand-over marks; the control extension calls it before any processor or receiver
+// starts.
 func (h *Hub) start(logger *zap.Logger) error {
 	h.logger.Store(logger)
-	endpoint := h.endpoint()
-	socket, err := SocketPath(endpoint)
+	socket, err := SocketPath(h.endpoint())
 	if err != nil {
 		return fmt.Errorf("%s: %w", EnvControlEndpoint, err)
+	}
+	markSocket, err := handoverSocket(h.getenv, socket)
+	if err != nil {
+		return err
 	}
 	if g := h.firstGroup(); g != nil && g.cfg.Spool {
 		dir := g.cfg.SpoolDirectory
@@ -662,22 +640,16 @@ func (h *Hub) start(logger *zap.Logger) error {
 			h.log().Warn(fmt.Sprintf("%v; continuing without a spool", err))
 		}
 	}
-	markSocket, err := handoverSocket(h.getenv, socket)
-	if err != nil {
-		return err
-	}
 	server, err := serveControl(socket, h)
 	if err != nil {
 		return err
 	}
-	h.server = server
-	handover, err := serveHandover(markSocket, h)
+	markSrv, err := serveHandover(markSocket, h)
 	if err != nil {
 		server.stop()
-		h.server = nil
 		return err
 	}
-	h.handover = handover
+	h.server, h.markSrv = server, markSrv
 	return nil
 }
 
@@ -765,19 +737,18 @@ func (h *Hub) shutdownDrain(ctx context.Context) {
 		}
 		ctx, cancel := context.WithTimeout(ctx, g.cfg.ShutdownTimeout)
 		defer cancel()
-		reply := h.Drain(ctx, "collector-shutdown", "", true)
+		reply := h.Drain(ctx, DrainOptions{Reason: "collector-shutdown", Spill: true})
 		h.logOwnDrain("collector-shutdown", reply)
 	})
 }
 
-// stop ends the control server and closes the spool (emptied when nothing is held).
+// stop ends the control and hand-over servers and closes the spool (emptied when nothing is held).
 func (h *Hub) stop() {
 	h.endOnce.Do(func() {
-		close(h.stopping)
 		h.bgStop()
 		h.bg.Wait()
-		if h.handover != nil {
-			h.handover.stop()
+		if h.markSrv != nil {
+			h.markSrv.stop()
 		}
 		if h.server != nil {
 			h.server.stop()

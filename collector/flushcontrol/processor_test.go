@@ -424,7 +424,7 @@ func TestADrainReturnsBeforeTheCallersDeadlineWhenTheExportDoesNotAnswer(t *test
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	callerDeadline, _ := ctx.Deadline()
-	reply := r.hub.Drain(ctx, "invoke", "req-1", false)
+	reply := r.hub.Drain(ctx, DrainOptions{Reason: "invoke", RequestID: "req-1"})
 
 	// Then the drain has returned while the caller's context is still alive: the export was
 	// given a deadline before the caller's.
@@ -466,7 +466,7 @@ func TestADrainWithoutADeadlineIsBoundedByDefaultDrainTimeout(t *testing.T) {
 
 	// When drained with a context without deadline.
 	began := time.Now()
-	reply := r.hub.Drain(context.Background(), "manual", "", false)
+	reply := r.hub.Drain(context.Background(), DrainOptions{Reason: "manual"})
 
 	// Then the export was bounded by the default drain timeout.
 	calls := next.allCalls()
@@ -496,7 +496,7 @@ func TestOnlyOneDrainRunsAtATime(t *testing.T) {
 	// When a second drain's deadline comes while the first still runs.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	reply := r.hub.Drain(ctx, "invoke", "req-2", false)
+	reply := r.hub.Drain(ctx, DrainOptions{Reason: "invoke", RequestID: "req-2"})
 
 	// Then it gives up and says so; the first one finishes its work.
 	if reply.Complete || reply.LastError != "another drain was still running at the deadline" {
@@ -660,7 +660,7 @@ func TestADrainWhoseDeadlineHasPassedSaysSoWhenNoOtherDrainRuns(t *testing.T) {
 
 	// When drains come with a deadline already past (repeated: a wrong answer would come at random).
 	for i := 0; i < 20; i++ {
-		reply := r.hub.Drain(ctx, "invoke", "late", false)
+		reply := r.hub.Drain(ctx, DrainOptions{Reason: "invoke", RequestID: "late"})
 
 		// Then each says the deadline came first, not that another drain was running.
 		if reply.Complete || reply.LastError != "flushcontrol/traces: the drain's deadline came before the export" {

@@ -32,7 +32,7 @@ func (s *controlService) Drain(ctx context.Context, req *controlpb.DrainRequest)
 	if reason == "" {
 		reason = "manual"
 	}
-	return s.hub.DrainWith(ctx, DrainOptions{
+	return s.hub.Drain(ctx, DrainOptions{
 		Reason: reason, RequestID: req.GetRequestId(), Spill: req.GetSpillRemaining(),
 		AwaitHandover:   req.GetAwaitHandover(),
 		HandoverTimeout: time.Duration(req.GetHandoverTimeoutMs()) * time.Millisecond,
@@ -40,9 +40,16 @@ func (s *controlService) Drain(ctx context.Context, req *controlpb.DrainRequest)
 	}), nil
 }
 
+// Handover is the companion's mark, for a runtime that finished without the function's.
 func (s *controlService) Handover(_ context.Context, req *controlpb.HandoverRequest) (*controlpb.HandoverReply, error) {
 	if req.GetRequestId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "request_id is empty")
+	}
+	switch req.GetSource() {
+	case "", SourceFunction, SourceRuntime:
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "source %q: must be %q or %q (empty is %q)",
+			req.GetSource(), SourceFunction, SourceRuntime, SourceFunction)
 	}
 	return &controlpb.HandoverReply{First: s.hub.Handover(req.GetRequestId(), req.GetSource())}, nil
 }
@@ -66,8 +73,8 @@ func serveControl(socket string, h *Hub) (*controlServer, error) {
 }
 
 // replaceStale removes a socket file that nobody serves (a dead collector's); a live one is an
-// error: two collectors must not share a control endpoint.
-func replaceStale(socket string) error {
+// error: two collectors must not share an endpoint. what names it in errors.
+func replaceStale(socket, what string) error {
 	info, err := os.Lstat(socket)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -76,11 +83,11 @@ func replaceStale(socket string) error {
 		return err
 	}
 	if info.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket", socket)
+		return fmt.Errorf("%s endpoint %s exists and is not a socket", what, socket)
 	}
 	if conn, err := net.DialTimeout("unix", socket, 200*time.Millisecond); err == nil {
 		conn.Close()
-		return fmt.Errorf("%s is served by another collector", socket)
+		return fmt.Errorf("%s endpoint %s is served by another collector", what, socket)
 	}
 	return os.Remove(socket)
 }

@@ -352,7 +352,7 @@ func TestASpillingDrainKeepsTimeToWriteWhatIsLeft(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
 	defer cancel()
 	callerDeadline, _ := ctx.Deadline()
-	reply := r.hub.Drain(ctx, "shutdown", "", true)
+	reply := r.hub.Drain(ctx, DrainOptions{Reason: "shutdown", Spill: true})
 
 	// Then the export was stopped early enough to write 1 MB (at 20 MB/s, 50 ms) before the
 	// drain's own deadline, and the request is spilled, not dropped.
@@ -378,7 +378,7 @@ func TestWhatTheDeadlineLeavesNoTimeToSpillIsDroppedAsShutdownDeadline(t *testin
 	must(t, tp.ConsumeTraces(context.Background(), spans("svc", "a", "b")))
 
 	// When drained with spill.
-	reply := r.hub.Drain(ctx, "shutdown", "", true)
+	reply := r.hub.Drain(ctx, DrainOptions{Reason: "shutdown", Spill: true})
 
 	// Then nothing is written and the items are counted dropped, never left unsaid.
 	if out := r.stdout.String(); out != "" {

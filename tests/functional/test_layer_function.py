@@ -176,17 +176,21 @@ def test_an_instrumentation_that_is_not_installed_is_one_warning(layer, runtime,
 
 @pytest.fixture(scope="module")
 def instrument_module() -> ModuleType:
-    """layer/python/afterflush_instrument.py, loaded without touching sys.path."""
+    """layer/python/afterflush_instrument.py, loaded with its directory on sys.path only meanwhile."""
     path = REPO / "layer" / "python" / "afterflush_instrument.py"
     spec = importlib.util.spec_from_file_location("afterflush_instrument_under_test", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     # Dataclasses look their module up while the class is created.
     sys.modules[spec.name] = module
+    # It imports afterflush_handover from beside it, as the layer's python/ directory does.
+    sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
     finally:
         del sys.modules[spec.name]
+        sys.path.remove(str(path.parent))
+        sys.modules.pop("afterflush_handover", None)
     return module
 
 
