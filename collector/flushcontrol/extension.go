@@ -7,9 +7,10 @@ import (
 	"go.opentelemetry.io/collector/extension"
 )
 
-// ExtensionConfig is the control extension's configuration: none. Where it listens comes from
-// the processors' control_endpoint or AFTERFLUSH_CONTROL_ENDPOINT; the config converter adds
-// the extension to every config.
+// ExtensionConfig is the control extension's configuration: none. Where it serves FlushControl
+// comes from the processors' control_endpoint or AFTERFLUSH_CONTROL_ENDPOINT, where it takes
+// hand-over marks from AFTERFLUSH_HANDOVER_ENDPOINT (else beside the control socket); the
+// config converter adds the extension to every config.
 type ExtensionConfig struct{}
 
 // NewExtensionFactory is the factory of the extension that serves FlushControl for h.

@@ -542,11 +542,11 @@ func TestTheCompanionMarksAndAwaitsHandoversOverGRPC(t *testing.T) {
 	r := newRig(t)
 	next := newNext(t, succeed)
 	tp := r.traces("", r.config(nil), next)
+	waits := r.awaits()
 	socket := shortSocket(t)
 	must(t, r.start(socket))
 	client := dial(t, socket)
 	must(t, tp.ConsumeTraces(context.Background(), spans("svc", "a")))
-	waits := r.awaits()
 	done := make(chan *controlpb.DrainReply, 1)
 	go func() {
 		reply, err := client.Drain(rpcCtx(t), &controlpb.DrainRequest{
@@ -587,5 +587,29 @@ func TestTheCompanionMarksAndAwaitsHandoversOverGRPC(t *testing.T) {
 	}
 	if r.hub.Handover("r3", "") != true {
 		t.Fatal("the refused mark of r3 was recorded")
+	}
+}
+
+func TestAHandoverSocketThatCannotBeMadeFailsTheStartSayingWhy(t *testing.T) {
+	// A directory that cannot be made: a file stands in its way.
+	file := filepath.Join(t.TempDir(), "f")
+	must(t, os.WriteFile(file, nil, 0o600))
+	r := newRig(t)
+	r.setenv(EnvHandoverEndpoint, "unix://"+filepath.Join(file, "h.sock"))
+	if err := r.start(shortSocket(t)); err == nil || !strings.HasPrefix(err.Error(), "cannot create the hand-over socket's directory: ") {
+		t.Fatalf("start: %v; want \"cannot create the hand-over socket's directory\"", err)
+	}
+
+	// A control socket path short enough, whose neighbour handover.sock is too long: the
+	// error says which variable places it elsewhere.
+	dir := t.TempDir()
+	if len(dir) > 90 {
+		t.Skipf("the temporary directory %s is too long to build the path", dir)
+	}
+	dir = filepath.Join(dir, strings.Repeat("d", 97-len(dir)-1))
+	long := newRig(t)
+	err := long.start(filepath.Join(dir, "c.sock"))
+	if err == nil || !strings.HasPrefix(err.Error(), "the hand-over socket beside the control socket: ") || !strings.HasSuffix(err.Error(), "(set "+EnvHandoverEndpoint+")") {
+		t.Fatalf("start: %v; want the hand-over socket's path named, and %s", err, EnvHandoverEndpoint)
 	}
 }

@@ -39,8 +39,8 @@ const (
 )
 
 // Hub is what every flushcontrol processor and the control extension of one collector share:
-// the buffers, the spool, the control server and the counts. main() makes one and hands it
-// to both factories.
+// the buffers, the spool, the control and hand-over servers, the hand-over marks and the
+// counts. main() makes one and hands it to both factories.
 type Hub struct {
 	startedAt time.Time
 	stdout    io.Writer
